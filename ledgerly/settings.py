@@ -1,0 +1,190 @@
+"""Ledgerly settings: one module, driven by environment variables (see README, "Configuration").
+
+Defaults run the embedded development stack. Production sets LEDGERLY_ENV=production,
+DJANGO_SECRET_KEY, DATABASE_URL, REDIS_URL and, for real Claude, ANTHROPIC_API_KEY.
+A malformed value stops start-up with ImproperlyConfigured naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from ledgerly import env
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env.string("LEDGERLY_DATA_DIR", str(BASE_DIR / ".data")))
+
+LEDGERLY_ENV = env.string(
+    "LEDGERLY_ENV", "development", choices=["development", "test", "production"]
+)
+PRODUCTION = LEDGERLY_ENV == "production"
+
+DEBUG = env.boolean("DJANGO_DEBUG", LEDGERLY_ENV == "development")
+if PRODUCTION:
+    SECRET_KEY = env.string("DJANGO_SECRET_KEY")
+    if DEBUG:
+        raise ImproperlyConfigured('Environment variable "DJANGO_DEBUG" must be off in production.')
+else:
+    SECRET_KEY = env.string("DJANGO_SECRET_KEY", "dev-only-insecure-key-not-for-production")
+ALLOWED_HOSTS = env.string_list(
+    "DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "testserver"]
+)
+CSRF_TRUSTED_ORIGINS = env.string_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",  # HNSW indexes and full-text search
+    "ninja",  # serves Swagger UI's assets locally (no CDN offline)
+    "billing",
+    "memory",
+    "support",
+    "ledgerly.llm",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "ledgerly.urls"
+ASGI_APPLICATION = "ledgerly.asgi.application"
+WSGI_APPLICATION = "ledgerly.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: Postgres with pgvector, through psycopg 3 and Django's connection pool -------------
+_embedded_pg = f"postgresql://postgres:@/postgres?host={DATA_DIR / 'pg'}"
+DATABASES = {"default": env.database("DATABASE_URL", _embedded_pg)}
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool owns connection lifetime
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": env.integer("DB_POOL_MIN_SIZE", 1, minimum=0),
+    "max_size": env.integer("DB_POOL_MAX_SIZE", 20, minimum=1),
+    "timeout": env.integer("DB_POOL_TIMEOUT_SECONDS", 10, minimum=1),
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis and Celery -----------------------------------------------------------------------------
+REDIS_URL = env.redis_url("REDIS_URL", "redis://127.0.0.1:16379/0")
+CELERY_BROKER_URL = env.redis_url("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task is redelivered when unacked for longer than the visibility timeout, so tasks stay short
+# (one bounded step each). Kombu scans for a dead worker's tasks every interval x throttle seconds
+# (≈100 s by default); throttle 1 makes the interval the only wait.
+CELERY_VISIBILITY_TIMEOUT = env.integer("CELERY_VISIBILITY_TIMEOUT_SECONDS", 300, minimum=10)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+    "unacked_restore_interval": env.integer(
+        "CELERY_UNACKED_RESTORE_INTERVAL_SECONDS", 10, minimum=1
+    ),
+    "unacked_restore_throttle": 1,
+}
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "billing-reconcile-refunds": {
+        "task": "billing.tasks.reconcile_refunds",
+        "schedule": env.integer("REFUND_RECONCILE_EVERY_SECONDS", 60, minimum=5),
+    },
+    "billing-purge-idempotency-keys": {
+        "task": "billing.tasks.purge_idempotency_keys",
+        "schedule": 3600,
+    },
+    "billing-expire-refund-requests": {
+        "task": "billing.tasks.expire_refund_requests",
+        "schedule": 300,
+    },
+}
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "ledgerly",
+    }
+}
+
+# --- Auth, i18n, static ---------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+WHITENOISE_USE_FINDERS = not PRODUCTION  # no collectstatic needed in development and tests
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = env.boolean("DJANGO_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Billing: policy numbers that are settings (the rest of POLICY.md is in billing/policy.py)
+# Duplicate-charge refunds at or under this amount (in the charge's currency) are approved
+# automatically; 0 turns auto-approval off.
+REFUND_AUTO_APPROVE_LIMIT = env.decimal("REFUND_AUTO_APPROVE_LIMIT", "25.00")
+REFUND_REQUEST_TTL_HOURS = env.integer("REFUND_REQUEST_TTL_HOURS", 72, minimum=1)
+# Stripe keeps idempotency keys 24 hours; we keep them at least that long.
+IDEMPOTENCY_KEY_RETENTION_HOURS = env.integer("IDEMPOTENCY_KEY_RETENTION_HOURS", 48, minimum=24)
+# A refund attempt stuck "in flight" this long is finished by the reconciler.
+REFUND_RECONCILE_AFTER_SECONDS = env.integer("REFUND_RECONCILE_AFTER_SECONDS", 30, minimum=1)
+PAYMENT_PROCESSOR = env.string("PAYMENT_PROCESSOR", "simulator", choices=["simulator"])
+
+# --- Demo -----------------------------------------------------------------------------------------
+DEMO_SIGNIN_ENABLED = env.boolean("DEMO_SIGNIN_ENABLED", not PRODUCTION)
+if PRODUCTION and DEMO_SIGNIN_ENABLED:
+    raise ImproperlyConfigured(
+        'Environment variable "DEMO_SIGNIN_ENABLED" must be off in production.'
+    )
+
+# --- Model gateway (ledgerly/llm) -----------------------------------------------------------------
+ANTHROPIC_API_KEY = env.optional_string("ANTHROPIC_API_KEY")
+
+# --- Observability --------------------------------------------------------------------------------
+LOG_LEVEL = env.string("LOG_LEVEL", "INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+LOG_FORMAT = env.string(
+    "LOG_FORMAT", "json" if PRODUCTION else "console", choices=["json", "console"]
+)
+SENTRY_DSN = env.optional_string("SENTRY_DSN")
+SENTRY_TRACES_SAMPLE_RATE = env.floating("SENTRY_TRACES_SAMPLE_RATE", 0.0)
+
+from ledgerly.observability import configure_logging, configure_sentry  # noqa: E402
+
+LOGGING_CONFIG = None
+configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+configure_sentry(
+    dsn=SENTRY_DSN, environment=LEDGERLY_ENV, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE
+)
