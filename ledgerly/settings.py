@@ -173,6 +173,33 @@ if PRODUCTION and DEMO_SIGNIN_ENABLED:
 # --- Model gateway (ledgerly/llm) -----------------------------------------------------------------
 ANTHROPIC_API_KEY = env.optional_string("ANTHROPIC_API_KEY")
 
+# --- Memory (help center, customer memory, conversation context, semantic cache) ------------------
+# The vector columns are created with EMBEDDING_DIM dimensions: a provider with another dimension
+# needs a migration, and the adapter refuses to start when they disagree.
+EMBEDDING_PROVIDER = env.string("EMBEDDING_PROVIDER", "wordllama", choices=["wordllama", "hashing"])
+EMBEDDING_DIM = env.integer("EMBEDDING_DIM", 256, minimum=1)
+EMBEDDING_BATCH_SIZE = env.integer("EMBEDDING_BATCH_SIZE", 256, minimum=1)
+# HNSW candidate list size per query (pgvector's hnsw.ef_search); see bench/vector_search.py.
+MEMORY_HNSW_EF_SEARCH = env.integer("MEMORY_HNSW_EF_SEARCH", 40, minimum=1)
+MEMORY_RETRIEVAL_TOP_K = env.integer("MEMORY_RETRIEVAL_TOP_K", 3, minimum=1)
+# "vector" or "hybrid" (vector + Postgres full-text search); bench/retrieval.py measures both.
+MEMORY_RETRIEVAL_MODE = env.string("MEMORY_RETRIEVAL_MODE", "vector", choices=["vector", "hybrid"])
+# Hot copy of the last turns of each conversation in Redis (rebuilt from Postgres when missing).
+CONVERSATION_HOT_TURNS = env.integer("CONVERSATION_HOT_TURNS", 20, minimum=1)
+CONVERSATION_HOT_TTL_SECONDS = env.integer("CONVERSATION_HOT_TTL_SECONDS", 86400, minimum=60)
+# Context assembly: total token budget, and how many of the latest turns are always verbatim.
+CONTEXT_TOKEN_BUDGET = env.integer("CONTEXT_TOKEN_BUDGET", 3000, minimum=200)
+CONTEXT_RECENT_TURNS = env.integer("CONTEXT_RECENT_TURNS", 6, minimum=1)
+CONTEXT_MEMORIES = env.integer("CONTEXT_MEMORIES", 5, minimum=0)
+CONTEXT_PASSAGES = env.integer("CONTEXT_PASSAGES", 3, minimum=0)
+# Customer memory recall: score = similarity + weight * 0.5 ** (age_days / half_life_days).
+CUSTOMER_MEMORY_RECENCY_WEIGHT = env.floating("CUSTOMER_MEMORY_RECENCY_WEIGHT", 0.1)
+CUSTOMER_MEMORY_HALF_LIFE_DAYS = env.floating("CUSTOMER_MEMORY_HALF_LIFE_DAYS", 30.0, minimum=0.1)
+# Semantic answer cache for FAQ answers; the threshold comes from bench/semantic_cache.py.
+SEMANTIC_CACHE_ENABLED = env.boolean("SEMANTIC_CACHE_ENABLED", True)
+SEMANTIC_CACHE_TTL_SECONDS = env.integer("SEMANTIC_CACHE_TTL_SECONDS", 86400, minimum=1)
+SEMANTIC_CACHE_THRESHOLD = env.floating("SEMANTIC_CACHE_THRESHOLD", 0.90)
+
 # --- Observability --------------------------------------------------------------------------------
 LOG_LEVEL = env.string("LOG_LEVEL", "INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 LOG_FORMAT = env.string(
