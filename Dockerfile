@@ -1,0 +1,35 @@
+# Production image: web (ASGI), Celery worker and beat all run from it with different commands.
+# Configuration comes only from environment variables; no secret is baked in.
+
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+COPY pyproject.toml ./
+COPY ledgerly ledgerly
+COPY support support
+COPY billing billing
+COPY memory memory
+# Only the runtime dependencies: the embedded Postgres/Redis wheels are for development machines.
+RUN pip install --upgrade pip && pip install .
+
+FROM python:3.11-slim-bookworm AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    LEDGERLY_ENV=production \
+    LOG_FORMAT=json \
+    PORT=8000
+RUN groupadd --system ledgerly && useradd --system --gid ledgerly --home-dir /app ledgerly
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY --chown=ledgerly:ledgerly . .
+# Static files are collected at build time; the throwaway key exists only for this command.
+RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --no-input -v0 \
+    && chown -R ledgerly:ledgerly /app/staticfiles
+USER ledgerly
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=2)"
+CMD ["sh", "-c", "exec uvicorn ledgerly.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WEB_CONCURRENCY:-2} --proxy-headers"]
