@@ -172,6 +172,70 @@ if PRODUCTION and DEMO_SIGNIN_ENABLED:
 
 # --- Model gateway (ledgerly/llm) -----------------------------------------------------------------
 ANTHROPIC_API_KEY = env.optional_string("ANTHROPIC_API_KEY")
+# Calling code names a tier, never a model; these pin the exact ids (recorded on every call).
+# ledgerly/llm/conf.py refuses a retired model at start-up (claude-sonnet-4-5 retires 2026-11-30).
+LLM_MODEL_SMALL = env.string("LLM_MODEL_SMALL", "claude-haiku-5-5")
+LLM_MODEL_LARGE = env.string("LLM_MODEL_LARGE", "claude-sonnet-5-5")
+
+
+def _llm_json_object(name: str) -> dict[str, object]:
+    import json  # kept local: the only JSON-valued settings are the gateway's
+
+    raw = env.optional_string(name)
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError as exc:
+        raise ImproperlyConfigured(f'Environment variable "{name}" invalid: {exc}.') from exc
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f'Environment variable "{name}" must be a JSON object.')
+    return value
+
+
+# The one price table: USD per million tokens, by band of prompt length (input + cache-write +
+# cache-read tokens); a request is priced wholly at its band. Haiku 5.5 above 100k prompt tokens
+# is our assumption (every rate doubled) until the price list says otherwise. LLM_PRICES_JSON
+# replaces the bands of the models it names, in the same shape.
+LLM_PRICES: dict[str, object] = {
+    "claude-haiku-5-5": [
+        {"up_to_prompt_tokens": 100_000, "input": "0.10", "output": "0.50",
+         "cache_write_5m": "0.125", "cache_read": "0.01"},
+        {"up_to_prompt_tokens": None, "input": "0.20", "output": "1.00",
+         "cache_write_5m": "0.25", "cache_read": "0.02"},
+    ],
+    "claude-sonnet-5-5": [
+        {"up_to_prompt_tokens": None, "input": "2", "output": "10",
+         "cache_write_5m": "2.50", "cache_read": "0.20"},
+    ],
+}  # fmt: skip
+LLM_PRICES.update(_llm_json_object("LLM_PRICES_JSON"))
+LLM_BATCH_DISCOUNT = env.decimal("LLM_BATCH_DISCOUNT", "0.50")  # Message Batches: 50% off
+# Budgets; the gateway reserves each call's worst case against all of them before calling.
+LLM_RUN_BUDGET_TOKENS = env.integer("LLM_RUN_BUDGET_TOKENS", 200_000, minimum=1)
+LLM_RUN_BUDGET_USD = env.decimal("LLM_RUN_BUDGET_USD", "1.00", positive=True)
+LLM_CUSTOMER_DAILY_BUDGET_USD = env.decimal("LLM_CUSTOMER_DAILY_BUDGET_USD", "5.00", positive=True)
+LLM_DAILY_BUDGET_USD = env.decimal("LLM_DAILY_BUDGET_USD", "100.00", positive=True)
+LLM_MONTHLY_BUDGET_USD = env.decimal("LLM_MONTHLY_BUDGET_USD", "2000.00", positive=True)
+LLM_BUDGET_WARN_FRACTION = env.floating("LLM_BUDGET_WARN_FRACTION", 0.80)
+LLM_BUDGET_DOWNGRADE_FRACTION = env.floating("LLM_BUDGET_DOWNGRADE_FRACTION", 0.95)
+# Circuit breaker per model, shared through Redis: N failures within the window open it; after
+# the cool-down a single probe decides.
+LLM_BREAKER_FAILURES = env.integer("LLM_BREAKER_FAILURES", 5, minimum=1)
+LLM_BREAKER_WINDOW_SECONDS = env.integer("LLM_BREAKER_WINDOW_SECONDS", 60, minimum=1)
+LLM_BREAKER_COOLDOWN_SECONDS = env.integer("LLM_BREAKER_COOLDOWN_SECONDS", 30, minimum=1)
+# Shared rate limiter per model family (requests, input and output tokens per minute); the
+# bucket holds at most LLM_RATE_LIMIT_BURST_SECONDS worth of each. LLM_RATE_LIMITS_JSON
+# replaces the families it names.
+LLM_RATE_LIMITS: dict[str, object] = {
+    "haiku": {"rpm": 4000, "itpm": 4_000_000, "otpm": 800_000},
+    "sonnet": {"rpm": 4000, "itpm": 2_000_000, "otpm": 400_000},
+}
+LLM_RATE_LIMITS.update(_llm_json_object("LLM_RATE_LIMITS_JSON"))
+LLM_RATE_LIMIT_BURST_SECONDS = env.floating("LLM_RATE_LIMIT_BURST_SECONDS", 5.0, minimum=0.1)
+# Retries (by the SDK, with backoff and jitter) and waits: a wait longer than the cap is
+# handed back to the caller as Defer(seconds) instead of blocking a worker.
+LLM_MAX_RETRIES = env.integer("LLM_MAX_RETRIES", 3, minimum=0)
+LLM_RETRY_AFTER_CAP_SECONDS = env.floating("LLM_RETRY_AFTER_CAP_SECONDS", 10.0)
+LLM_CALL_TIMEOUT_SECONDS = env.floating("LLM_CALL_TIMEOUT_SECONDS", 60.0, minimum=0.1)
 
 # --- Memory (help center, customer memory, conversation context, semantic cache) ------------------
 # The vector columns are created with EMBEDDING_DIM dimensions: a provider with another dimension
