@@ -111,7 +111,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 CELERY_TIMEZONE = "UTC"
+CELERY_IMPORTS = ["ledgerly.tasks"]
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "worker-heartbeat": {"task": "ledgerly.tasks.worker_heartbeat", "schedule": 30},
     "billing-reconcile-refunds": {
         "task": "billing.tasks.reconcile_refunds",
         "schedule": env.integer("REFUND_RECONCILE_EVERY_SECONDS", 60, minimum=5),

@@ -12,3 +12,30 @@ def redis_client():
     client.flushdb()
     yield client
     client.close()
+
+
+@pytest.fixture
+def test_database_url(transactional_db) -> str:
+    """The run's migrated test database as a URL, for servers and workers in subprocesses."""
+    from django.db import connection
+
+    from ledgerly.testing.worker import database_url_for
+
+    return database_url_for(connection.settings_dict)
+
+
+@pytest.fixture
+def celery_worker_process(test_database_url, redis_client):
+    """Start real Celery workers (subprocesses) on the test database; stopped after the test."""
+    from ledgerly.testing.worker import WorkerProcess
+
+    workers: list[WorkerProcess] = []
+
+    def start(**env: str) -> WorkerProcess:
+        worker = WorkerProcess(database_url=test_database_url, **env).start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

@@ -29,15 +29,6 @@ def _get(url: str) -> tuple[int, str]:
 
 
 @pytest.fixture
-def test_database_url(transactional_db) -> str:
-    """A URL for the run's migrated test database, for servers started in a subprocess."""
-    from django.db import connection
-
-    cfg = connection.settings_dict
-    return f"postgresql://{cfg['USER']}:{cfg['PASSWORD']}@/{cfg['NAME']}?host={cfg['HOST']}"
-
-
-@pytest.fixture
 def serve():
     """Start the real ASGI server in a subprocess with the given environment overrides."""
     procs: list[subprocess.Popen[bytes]] = []
