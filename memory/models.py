@@ -1,0 +1,154 @@
+"""Memory's tables: the help center (articles, chunks, version), the embedding cache, the
+semantic answer cache and its lookup log, customer memory, conversations and messages.
+
+Vector columns have EMBEDDING_DIM (256) dimensions and cosine HNSW indexes; vectors are stored
+unit-length, so cosine similarity = 1 - cosine distance.
+"""
+
+from __future__ import annotations
+
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
+from django.db import models
+from pgvector.django import HnswIndex, VectorField
+
+EMBEDDING_DIM = 256  # must equal settings.EMBEDDING_DIM; the adapter checks the provider
+
+
+class EmbeddingCacheEntry(models.Model):
+    """One text's vector under one model. Any dimension, so providers can coexist."""
+
+    model_id = models.CharField(max_length=100)
+    content_hash = models.CharField(max_length=64)
+    embedding = VectorField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_id", "content_hash"], name="memory_embedding_cache_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_id}:{self.content_hash[:12]}"
+
+
+class KnowledgeBaseState(models.Model):
+    """The single row holding the knowledge-base version (bumped whenever content changes)."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    version = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="memory_kb_singleton")]
+
+    def __str__(self) -> str:
+        return f"knowledge base v{self.version}"
+
+
+class Article(models.Model):
+    """A help-center article (markdown body). `content_hash` covers title, section and body."""
+
+    slug = models.SlugField(max_length=120, unique=True)
+    title = models.CharField(max_length=200)
+    section = models.CharField(max_length=100)
+    body = models.TextField()
+    content_hash = models.CharField(max_length=64)
+    # The hash of the content the chunks were built from ("" = not indexed yet).
+    indexed_hash = models.CharField(max_length=64, blank=True, default="")
+    indexed_model_id = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["section", "slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Chunk(models.Model):
+    """A passage of an article, embedded for vector search and indexed for full-text search."""
+
+    article = models.ForeignKey(Article, on_delete=models.CASCADE, related_name="chunks")
+    ordinal = models.PositiveIntegerField()
+    heading = models.CharField(max_length=200, blank=True, default="")
+    text = models.TextField()
+    embedding = VectorField(dimensions=EMBEDDING_DIM)
+    search_vector = SearchVectorField(null=True)
+
+    class Meta:
+        ordering = ["article_id", "ordinal"]
+        constraints = [
+            models.UniqueConstraint(fields=["article", "ordinal"], name="memory_chunk_unique")
+        ]
+        indexes = [
+            HnswIndex(
+                name="memory_chunk_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            GinIndex(fields=["search_vector"], name="memory_chunk_search_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.article_id}#{self.ordinal}"
+
+
+class SemanticCacheEntry(models.Model):
+    """A cached FAQ answer, valid only under the prompt and KB versions it was made with."""
+
+    question = models.TextField()
+    question_hash = models.CharField(max_length=64)
+    embedding = VectorField(dimensions=EMBEDDING_DIM)
+    answer = models.TextField()
+    sources = models.JSONField(default=list)  # [{"slug": ..., "title": ...}]
+    prompt_version = models.CharField(max_length=100)
+    kb_version = models.PositiveIntegerField()
+    model_id = models.CharField(max_length=100)  # the embedding model of `embedding`
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    hits = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["question_hash", "prompt_version", "kb_version", "model_id"],
+                name="memory_semantic_cache_unique",
+            )
+        ]
+        indexes = [
+            HnswIndex(
+                name="memory_semcache_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            models.Index(fields=["prompt_version", "kb_version"], name="memory_semcache_version"),
+        ]
+
+    def __str__(self) -> str:
+        return self.question[:60]
+
+
+class SemanticCacheLookup(models.Model):
+    """Every lookup: hit or miss, the best similarity seen, and why a candidate was refused."""
+
+    question = models.TextField()
+    hit = models.BooleanField()
+    similarity = models.FloatField(null=True)
+    entry = models.ForeignKey(
+        SemanticCacheEntry, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(max_length=40)  # hit, below_threshold, guard_mismatch, empty, ...
+    prompt_version = models.CharField(max_length=100)
+    kb_version = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{'hit' if self.hit else 'miss'} {self.similarity}"

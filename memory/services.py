@@ -1,0 +1,219 @@
+"""Writes to memory: help-center articles and their index, customer memory, conversations.
+
+Public functions are keyword-only. Reads live in selectors.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.db import connection, transaction
+from django.db.models import F
+
+from memory import embeddings
+from memory.knowledge import (
+    HELPCENTER_DIR,
+    ArticleSource,
+    article_hash,
+    chunk_body,
+    load_directory,
+    passage_embedding_text,
+)
+from memory.models import Article, Chunk, KnowledgeBaseState
+
+# One advisory-lock key for every write to the knowledge base, so two workers re-indexing at
+# once cannot interleave their chunk rows or double-bump the version.
+_KB_LOCK = 0x4C4B_0001
+
+
+def _lock_kb() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_KB_LOCK])
+
+
+def kb_version_bump() -> int:
+    """Increment the knowledge-base version (invalidates every semantic-cache entry)."""
+    KnowledgeBaseState.objects.get_or_create(id=1)
+    KnowledgeBaseState.objects.filter(id=1).update(version=F("version") + 1)
+    return KnowledgeBaseState.objects.values_list("version", flat=True).get(id=1)
+
+
+def _index_article(article: Article) -> int:
+    """Replace `article`'s chunks with freshly embedded ones. Returns the number of chunks."""
+    passages = chunk_body(article.body)
+    vectors = embeddings.embed_texts(
+        [
+            passage_embedding_text(title=article.title, heading=p.heading, text=p.text)
+            for p in passages
+        ]
+    )
+    Chunk.objects.filter(article=article).delete()
+    Chunk.objects.bulk_create(
+        Chunk(article=article, ordinal=i, heading=p.heading, text=p.text, embedding=v)
+        for i, (p, v) in enumerate(zip(passages, vectors, strict=True))
+    )
+    # Full-text vector: title weighs most, then the heading, then the text.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE memory_chunk c SET search_vector =
+                setweight(to_tsvector('english', a.title), 'A')
+                || setweight(to_tsvector('english', c.heading), 'B')
+                || setweight(to_tsvector('english', c.text), 'C')
+            FROM memory_article a WHERE c.article_id = a.id AND a.id = %s
+            """,
+            [article.id],
+        )
+    article.indexed_hash = article.content_hash
+    article.indexed_model_id = embeddings.get_provider().model_id
+    article.save(update_fields=["indexed_hash", "indexed_model_id", "updated_at"])
+    return len(passages)
+
+
+def _needs_index(article: Article) -> bool:
+    return (
+        article.indexed_hash != article.content_hash
+        or article.indexed_model_id != embeddings.get_provider().model_id
+    )
+
+
+@transaction.atomic
+def article_create(*, slug: str, title: str, section: str, body: str) -> Article:
+    """Create and index an article; bumps the KB version. `slug` must be new (IntegrityError)."""
+    _lock_kb()
+    article = Article.objects.create(
+        slug=slug,
+        title=title,
+        section=section,
+        body=body,
+        content_hash=article_hash(title=title, section=section, body=body),
+    )
+    _index_article(article)
+    kb_version_bump()
+    return article
+
+
+@transaction.atomic
+def article_update(
+    *,
+    article: Article,
+    title: str | None = None,
+    section: str | None = None,
+    body: str | None = None,
+) -> Article:
+    """Change an article's fields; re-indexes and bumps the KB version only if content changed."""
+    _lock_kb()
+    article = Article.objects.select_for_update().get(pk=article.pk)
+    article.title = article.title if title is None else title
+    article.section = article.section if section is None else section
+    article.body = article.body if body is None else body
+    new_hash = article_hash(title=article.title, section=article.section, body=article.body)
+    if new_hash == article.content_hash and not _needs_index(article):
+        return article
+    article.content_hash = new_hash
+    article.save(update_fields=["title", "section", "body", "content_hash", "updated_at"])
+    _index_article(article)
+    kb_version_bump()
+    return article
+
+
+@transaction.atomic
+def article_delete(*, article: Article) -> None:
+    """Delete an article and its chunks; bumps the KB version."""
+    _lock_kb()
+    Article.objects.filter(pk=article.pk).delete()
+    kb_version_bump()
+
+
+@transaction.atomic
+def article_reindex(*, article: Article, force: bool = False) -> int:
+    """Re-embed an article's passages (all of them with `force`, else only if stale).
+
+    Returns the number of chunks written (0 when nothing was stale). A forced re-index bumps the
+    KB version because passages (and hence answers) may differ.
+    """
+    _lock_kb()
+    article = Article.objects.select_for_update().get(pk=article.pk)
+    if not force and not _needs_index(article):
+        return 0
+    count = _index_article(article)
+    kb_version_bump()
+    return count
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    created: list[str]
+    updated: list[str]
+    unchanged: list[str]
+    deleted: list[str]
+    chunks_written: int
+    kb_version: int
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+
+@transaction.atomic
+def helpcenter_ingest(
+    *,
+    sources: list[ArticleSource] | None = None,
+    directory: Path = HELPCENTER_DIR,
+    prune: bool = False,
+) -> IngestReport:
+    """Bring the knowledge base in line with the article files (idempotent).
+
+    Unchanged articles (same content hash, indexed under the current embedding model) cost
+    nothing. Any change bumps the KB version once per run. With `prune`, articles whose slug is
+    no longer among the files are deleted (off by default: staff may add articles through the
+    API that have no file).
+    """
+    _lock_kb()
+    if sources is None:
+        sources = load_directory(directory)
+    existing = {a.slug: a for a in Article.objects.select_for_update()}
+    created: list[str] = []
+    updated: list[str] = []
+    unchanged: list[str] = []
+    chunks = 0
+    for source in sources:
+        new_hash = article_hash(title=source.title, section=source.section, body=source.body)
+        article = existing.get(source.slug)
+        if article is None:
+            article = Article.objects.create(
+                slug=source.slug,
+                title=source.title,
+                section=source.section,
+                body=source.body,
+                content_hash=new_hash,
+            )
+            created.append(source.slug)
+        elif article.content_hash != new_hash or _needs_index(article):
+            article.title, article.section, article.body = source.title, source.section, source.body
+            article.content_hash = new_hash
+            article.save(update_fields=["title", "section", "body", "content_hash", "updated_at"])
+            updated.append(source.slug)
+        else:
+            unchanged.append(source.slug)
+            continue
+        chunks += _index_article(article)
+    deleted: list[str] = []
+    if prune:
+        wanted = {s.slug for s in sources}
+        deleted = sorted(slug for slug in existing if slug not in wanted)
+        Article.objects.filter(slug__in=deleted).delete()
+    if created or updated or deleted:
+        version = kb_version_bump()
+    else:
+        state, _ = KnowledgeBaseState.objects.get_or_create(id=1)
+        version = state.version
+    return IngestReport(
+        created=created,
+        updated=updated,
+        unchanged=unchanged,
+        deleted=deleted,
+        chunks_written=chunks,
+        kb_version=version,
+    )
