@@ -31,8 +31,10 @@ def celery_worker_process(test_database_url, redis_client):
 
     workers: list[WorkerProcess] = []
 
-    def start(**env: str) -> WorkerProcess:
-        worker = WorkerProcess(database_url=test_database_url, **env).start()
+    def start(concurrency: int = 2, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(
+            database_url=test_database_url, concurrency=concurrency, env=env
+        ).start()
         workers.append(worker)
         return worker
 

@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 class WorkerProcess:
     """`celery -A ledgerly worker` against the given database URL and the run's Redis."""
 
-    def __init__(self, *, database_url: str, concurrency: int = 2, **env: str) -> None:
-        self.env = {**os.environ, "DATABASE_URL": database_url, **env}
+    def __init__(
+        self, *, database_url: str, concurrency: int = 2, env: dict[str, str] | None = None
+    ) -> None:
+        self.env = {**os.environ, "DATABASE_URL": database_url, **(env or {})}
         self.concurrency = concurrency
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = Path(tempfile.gettempdir()) / f"ledgerly-worker-{os.getpid()}-{id(self)}.log"
