@@ -1,0 +1,388 @@
+"""The simulator core: one HTTP-shaped request in, one HTTP-shaped response out.
+
+`Simulator.handle()` is shared by the in-process `SimulatorTransport` and the HTTP server, so
+both speak exactly the same API. All state (prompt cache, rate-limit buckets, fault counters,
+batches) belongs to one `Simulator` instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import brain, rules
+from .batches import BatchStore
+from .cache import PromptCache
+from .config import SimulatorConfig
+from .errors import SimulatedAPIError, invalid
+from .faults import FAULTS, FaultBook
+from .models import ModelSpec
+from .ratelimits import RateLimiter
+from .tokens import count_text
+from .wire import message_dict, stream_events, usage_dict
+
+log = logging.getLogger("ledgerly.llm.simulator")
+
+SIMULATOR_HEADER = "x-ledgerly-simulator"
+
+
+class StreamCut(Exception):
+    """Raised by a response body iterator where the connection drops mid-body."""
+
+
+@dataclass
+class SimResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    # Streamed bodies are produced lazily (with their latency) by this iterator. It may raise
+    # StreamCut part-way to simulate a dropped connection.
+    chunks: Iterator[bytes] | None = None
+    # The request never gets an answer: the caller sees a read timeout.
+    timeout: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What the per-request `x-sim-*` headers and the settings ask of one request."""
+
+    fault: str | None
+    latency_s: float
+    adversarial: bool
+    retry_after: float
+
+
+class Simulator:
+    """An offline stand-in for the Anthropic Messages API. Thread-safe."""
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig.from_env()
+        self.cache = PromptCache(self.config.clock)
+        self.faults = FaultBook()
+        self.limiter = RateLimiter(
+            {
+                "requests": self.config.requests_per_minute,
+                "input-tokens": self.config.input_tokens_per_minute,
+                "output-tokens": self.config.output_tokens_per_minute,
+            },
+            self.config.clock,
+        )
+        self.batches = BatchStore(self)
+        # Latency and random faults are simulation, not security: a seeded PRNG is the point.
+        self._rng = random.Random(self.config.seed)  # noqa: S311
+        self._rng_lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------- dispatch
+    def handle(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        query: Mapping[str, str] | None = None,
+        base_url: str = "https://api.anthropic.com",
+    ) -> SimResponse:
+        headers = {k.lower(): v for k, v in headers.items()}
+        request_id = "req_sim_" + uuid.uuid4().hex[:24]
+        base = {"request-id": request_id, SIMULATOR_HEADER: "1"}
+        try:
+            if not (headers.get("x-api-key") or headers.get("authorization")):
+                raise SimulatedAPIError("authentication_error", "x-api-key header is required")
+            path = path.rstrip("/")
+            if method == "POST" and path == "/v1/messages":
+                return self._messages(headers, body, base)
+            if method == "POST" and path == "/v1/messages/count_tokens":
+                payload = self._count_tokens(_json_body(body))
+                return _json(200, payload, base)
+            if path.startswith("/v1/messages/batches"):
+                status, result = self.batches.route(
+                    method,
+                    path,
+                    _json_body(body) if method == "POST" and body else {},
+                    query or {},
+                    base_url,
+                )
+                if isinstance(result, bytes):
+                    return SimResponse(
+                        status, {**base, "content-type": "application/binary"}, result
+                    )
+                return _json(status, result, base)
+            raise SimulatedAPIError("not_found_error", f"Not found: {method} {path}")
+        except SimulatedAPIError as exc:
+            return self._error(exc, base)
+
+    def _error(self, exc: SimulatedAPIError, base: dict[str, str]) -> SimResponse:
+        headers = {**base, **exc.headers}
+        response = _json(exc.status, exc.body(base["request-id"]), headers)
+        response.headers["x-should-retry"] = headers.get(
+            "x-should-retry",
+            "true" if exc.status in (408, 409, 429) or exc.status >= 500 else "false",
+        )
+        return response
+
+    # ----------------------------------------------------------------------------- controls
+    def _controls(self, headers: Mapping[str, str], body: bytes) -> Controls:
+        fault = headers.get("x-sim-fault") or None
+        if fault is not None and fault not in FAULTS:
+            raise invalid(f"x-sim-fault: unknown simulator fault {fault!r}; known: {list(FAULTS)}")
+        if fault is not None and "x-sim-fault-times" in headers:
+            times = _int_header(headers, "x-sim-fault-times")
+            key = (
+                headers.get("x-sim-fault-key")
+                or hashlib.sha256(fault.encode() + b"\0" + body).hexdigest()
+            )
+            if not self.faults.hits(f"{fault}:{key}", times):
+                fault = None
+        if fault is None and "x-sim-fault" not in headers:
+            fault = self.faults.take_queued()
+        with self._rng_lock:
+            roll = self._rng.random()
+            pick = (
+                self._rng.choice(self.config.random_faults) if self.config.random_faults else None
+            )
+            gauss = self._rng.gauss(0.0, 1.0)
+        if fault is None and "x-sim-fault" not in headers and roll < self.config.fault_rate:
+            fault = pick
+        if "x-sim-latency-ms" in headers:
+            latency_s = _float_header(headers, "x-sim-latency-ms") / 1000.0
+        elif self.config.latency_median_ms > 0:
+            latency_s = (
+                self.config.latency_median_ms * math.exp(self.config.latency_sigma * gauss) / 1000.0
+            )
+        else:
+            latency_s = 0.0
+        mode = headers.get("x-sim-mode") or self.config.mode
+        if mode not in ("competent", "adversarial"):
+            raise invalid(f"x-sim-mode: expected 'competent' or 'adversarial', got {mode!r}")
+        retry_after = (
+            _float_header(headers, "x-sim-retry-after")
+            if "x-sim-retry-after" in headers
+            else self.config.retry_after_s
+        )
+        return Controls(fault, latency_s, mode == "adversarial", retry_after)
+
+    # ----------------------------------------------------------------------------- messages
+    def _messages(
+        self, headers: Mapping[str, str], raw: bytes, base: dict[str, str]
+    ) -> SimResponse:
+        controls = self._controls(headers, raw)
+        body = _json_body(raw)
+        if controls.fault is not None:
+            log.info("simulator fault %s (request %s)", controls.fault, base["request-id"])
+        early = self._early_fault(controls, base)
+        if early is not None:
+            return early
+        stream = bool(body.get("stream"))
+        message, family = self.create_message(
+            body,
+            adversarial=controls.adversarial,
+            malformed_tool_input=controls.fault == "malformed_tool_input",
+        )
+        headers_out = {**base, **self.limiter.headers(family)}
+        truncated = controls.fault == "truncated_stream"
+        if not stream:
+            self.config.sleep(controls.latency_s)
+            payload = json.dumps(message).encode()
+            if truncated:
+                cut = payload[: len(payload) // 2]
+                headers_out["content-type"] = "application/json"
+                headers_out["content-length"] = str(len(payload))
+                return SimResponse(200, headers_out, chunks=_cut_after([cut]))
+            return _json(200, message, headers_out)
+        headers_out["content-type"] = "text/event-stream; charset=utf-8"
+        headers_out["cache-control"] = "no-cache"
+        events = list(stream_events(message))
+        if truncated:
+            # Cut somewhere after message_start and before message_stop / message_delta.
+            events = events[: max(2, len(events) - 3)]
+        # Time to first token takes ~40% of the latency; the rest is spread over the events.
+        self.config.sleep(controls.latency_s * 0.4)
+        per_event = controls.latency_s * 0.6 / max(1, len(events))
+        return SimResponse(200, headers_out, chunks=self._paced(events, per_event, cut=truncated))
+
+    def _paced(self, events: list[bytes], delay: float, *, cut: bool) -> Iterator[bytes]:
+        for event in events:
+            if delay > 0:
+                self.config.sleep(delay)
+            yield event
+        if cut:
+            raise StreamCut("peer closed connection without sending complete message body")
+
+    def _early_fault(self, controls: Controls, base: dict[str, str]) -> SimResponse | None:
+        fault = controls.fault
+        retry = {"retry-after": _retry_after_text(controls.retry_after)}
+        if fault in ("overloaded", "rate_limited", "spend_limit", "server_error", "bad_request"):
+            self.config.sleep(min(controls.latency_s, 0.05))
+        if fault == "overloaded":
+            return self._error(
+                SimulatedAPIError("overloaded_error", "Overloaded", headers=retry), base
+            )
+        if fault == "rate_limited":
+            return self._error(
+                SimulatedAPIError(
+                    "rate_limit_error",
+                    "This request would exceed the rate limit for your organization of 4,000 "
+                    "requests per minute. Please try again later. (simulated)",
+                    headers=retry,
+                ),
+                base,
+            )
+        if fault == "spend_limit":
+            return self._error(
+                SimulatedAPIError(
+                    "rate_limit_error",
+                    "You have reached your workspace spend limit. This workspace has exceeded "
+                    "its spend limit for the month; raise the limit in the Console or wait "
+                    "until the next month. (simulated)",
+                    headers={"x-should-retry": "false"},
+                ),
+                base,
+            )
+        if fault == "server_error":
+            return self._error(SimulatedAPIError("api_error", "Internal server error"), base)
+        if fault == "bad_request":
+            return self._error(
+                invalid("messages: simulated bad request (x-sim-fault: bad_request)"), base
+            )
+        if fault == "timeout":
+            return SimResponse(0, dict(base), timeout=True)
+        return None
+
+    def create_message(
+        self,
+        body: dict[str, Any],
+        *,
+        adversarial: bool = False,
+        malformed_tool_input: bool = False,
+        service_tier: str = "standard",
+    ) -> tuple[dict[str, Any], str]:
+        """Validate a Messages request and produce its message dict (no latency or faults)."""
+        spec = rules.resolve_model(body, today=self.config.today)
+        rules.check_messages_request(body, spec, count_only=False)
+        probe = self.cache.account(
+            model=spec.id, min_tokens=spec.cache_min_tokens, body=body, write=False
+        )
+        _check_context(probe.total, spec)
+        self.limiter.admit(
+            spec.family, input_tokens=probe.input_tokens + probe.cache_creation_input_tokens
+        )
+        cache = self.cache.account(model=spec.id, min_tokens=spec.cache_min_tokens, body=body)
+        reply = brain.respond(
+            body, adversarial=adversarial, malformed_tool_input=malformed_tool_input
+        )
+        content, stop_reason, output_tokens = _fit_to_max_tokens(
+            reply.content, reply.stop_reason, int(body["max_tokens"])
+        )
+        self.limiter.settle(spec.family, output_tokens=output_tokens)
+        usage = usage_dict(
+            input_tokens=cache.input_tokens,
+            output_tokens=output_tokens,
+            cache_creation=cache.cache_creation_input_tokens,
+            cache_read=cache.cache_read_input_tokens,
+            creation_by_ttl=cache.creation_by_ttl,
+            service_tier=service_tier,
+        )
+        message = message_dict(
+            message_id="msg_sim_" + uuid.uuid4().hex[:24],
+            model=spec.id,
+            content=content,
+            stop_reason=stop_reason,
+            usage=usage,
+        )
+        return message, spec.family
+
+    def _count_tokens(self, body: dict[str, Any]) -> dict[str, Any]:
+        spec = rules.resolve_model(body, today=self.config.today)
+        rules.check_messages_request(body, spec, count_only=True)
+        usage = self.cache.account(
+            model=spec.id, min_tokens=spec.cache_min_tokens, body=body, write=False
+        )
+        return {"input_tokens": usage.total}
+
+
+def _check_context(total: int, spec: ModelSpec) -> None:
+    if total > spec.context_window:
+        raise invalid(f"prompt is too long: {total} tokens > {spec.context_window} maximum")
+
+
+def _block_tokens(block: dict[str, Any]) -> int:
+    if block["type"] == "text":
+        return count_text(block["text"])
+    if block["type"] == "thinking":
+        return count_text(block["thinking"]) + 8
+    return count_text(block["name"]) + count_text(json.dumps(block["input"])) + 8
+
+
+def _fit_to_max_tokens(
+    content: list[dict[str, Any]], stop_reason: str, max_tokens: int
+) -> tuple[list[dict[str, Any]], str, int]:
+    """Cut the reply at max_tokens the way the API does (stop_reason "max_tokens")."""
+    used = 0
+    kept: list[dict[str, Any]] = []
+    for block in content:
+        cost = _block_tokens(block)
+        if used + cost <= max_tokens:
+            kept.append(block)
+            used += cost
+            continue
+        room = max_tokens - used
+        if block["type"] == "text" and room > 0:
+            kept.append({**block, "text": block["text"][: room * 4]})
+            used += count_text(kept[-1]["text"])
+        return kept, "max_tokens", max(used, 1)
+    return kept, stop_reason, max(used, 1)
+
+
+def _json_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise invalid(f"There was an error parsing the body: {exc}") from exc
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object")
+    return body
+
+
+def _json(status: int, payload: Any, headers: Mapping[str, str]) -> SimResponse:
+    return SimResponse(
+        status, {**headers, "content-type": "application/json"}, json.dumps(payload).encode()
+    )
+
+
+def _cut_after(chunks: list[bytes]) -> Iterator[bytes]:
+    yield from chunks
+    raise StreamCut("peer closed connection without sending complete message body")
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int:
+    try:
+        value = int(headers[name])
+    except ValueError as exc:
+        raise invalid(f"{name}: expected an integer, got {headers[name]!r}") from exc
+    if value < 0:
+        raise invalid(f"{name}: must not be negative")
+    return value
+
+
+def _float_header(headers: Mapping[str, str], name: str) -> float:
+    try:
+        value = float(headers[name])
+    except ValueError as exc:
+        raise invalid(f"{name}: expected a number, got {headers[name]!r}") from exc
+    if value < 0 or not math.isfinite(value):
+        raise invalid(f"{name}: must be a finite number >= 0")
+    return value
+
+
+def _retry_after_text(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
