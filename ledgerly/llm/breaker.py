@@ -1,0 +1,125 @@
+"""A circuit breaker per model whose state every worker shares, in Redis.
+
+Why not pybreaker (installed, and it ships a CircuitRedisStorage): its `CircuitBreaker.call`
+holds one process-wide lock for the whole guarded call, so a threaded worker would make its model
+calls one at a time; it counts consecutive failures, not failures within a window; in half-open
+it lets every caller in every process through instead of one probe; and its Redis storage moves
+state with separate GET/INCR/SET round trips that two workers can interleave. The whole policy
+is three short Lua scripts, each atomic:
+
+- closed: calls pass; a failure is added to a sliding window (sorted set); `failures` of them
+  within `window` seconds open the breaker for `cooldown` seconds.
+- open: calls fail fast (CircuitOpen) until the cool-down ends.
+- then exactly one caller, across all workers, gets the probe (a lease); its success closes the
+  breaker, its failure re-opens it for another cool-down. Other callers keep failing fast.
+
+A success in the closed state costs no Redis round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import redis
+
+_PREFIX = "llm:cb"
+
+# KEYS: state hash, probe lease. ARGV: probe lease ms. Returns {verdict, ms until retry}.
+_ALLOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if open_until == 0 then return {'closed', 0} end
+if now < open_until then return {'open', open_until - now} end
+if redis.call('SET', KEYS[2], now, 'NX', 'PX', tonumber(ARGV[1])) then return {'probe', 0} end
+return {'open', redis.call('PTTL', KEYS[2])}
+"""
+
+# KEYS: state hash, probe lease, failure window. ARGV: is_probe, failures, window ms, cooldown ms.
+_FAILURE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cooldown = tonumber(ARGV[4])
+if ARGV[1] == '1' then
+  redis.call('HSET', KEYS[1], 'open_until', now + cooldown, 'opened_at', now)
+  redis.call('DEL', KEYS[2])
+  return 'reopened'
+end
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if open_until > 0 then return 'open' end
+local window = tonumber(ARGV[3])
+redis.call('ZADD', KEYS[3], now, t[1] .. t[2] .. ':' .. redis.call('INCR', KEYS[3] .. ':seq'))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - window)
+redis.call('PEXPIRE', KEYS[3], window)
+redis.call('PEXPIRE', KEYS[3] .. ':seq', window)
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'open_until', now + cooldown, 'opened_at', now)
+  redis.call('DEL', KEYS[3])
+  return 'opened'
+end
+return 'counted'
+"""
+
+# KEYS: state hash, probe lease, failure window. Only a probe's success changes anything.
+_PROBE_SUCCESS = """
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+return 'closed'
+"""
+
+
+class Verdict(StrEnum):
+    CLOSED = "closed"  # call normally
+    PROBE = "probe"  # this caller is the single probe after the cool-down
+    OPEN = "open"  # fail fast
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    verdict: Verdict
+    retry_in: float  # seconds until the breaker may let a call through (when open)
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        failures: int,
+        window_seconds: float,
+        cooldown_seconds: float,
+        probe_lease_seconds: float,
+    ) -> None:
+        self.failures = failures
+        self.window_ms = int(window_seconds * 1000)
+        self.cooldown_ms = int(cooldown_seconds * 1000)
+        self.probe_lease_ms = max(1, int(probe_lease_seconds * 1000))
+        self._allow = client.register_script(_ALLOW)
+        self._failure = client.register_script(_FAILURE)
+        self._probe_success = client.register_script(_PROBE_SUCCESS)
+
+    @staticmethod
+    def _keys(model: str) -> list[str]:
+        base = f"{_PREFIX}:{{{model}}}"  # hash tag: one slot per model
+        return [f"{base}:state", f"{base}:probe", f"{base}:failures"]
+
+    def admit(self, model: str) -> Admission:
+        verdict, wait_ms = self._allow(keys=self._keys(model)[:2], args=[self.probe_lease_ms])
+        return Admission(Verdict(verdict.decode()), max(0, int(wait_ms)) / 1000)
+
+    def record_failure(self, model: str, *, probe: bool) -> str:
+        """Count a failed call (after the SDK's retries); returns what happened to the breaker."""
+        result = self._failure(
+            keys=self._keys(model),
+            args=["1" if probe else "0", self.failures, self.window_ms, self.cooldown_ms],
+        )
+        return result.decode()
+
+    def record_success(self, model: str, *, probe: bool) -> None:
+        if probe:
+            self._probe_success(keys=self._keys(model))
+
+    def state(self, model: str) -> str:
+        """'closed' or 'open' as the shared state says now (for dashboards and tests)."""
+        client = self._allow.registered_client
+        return "open" if client.hget(self._keys(model)[0], "open_until") else "closed"

@@ -1,0 +1,149 @@
+"""A rate limiter shared by every worker: one token bucket per model family in Redis.
+
+Three buckets per family — requests, input tokens and output tokens per minute — refilled
+continuously at limit/60 per second (the provider's own algorithm) and holding at most
+`burst_seconds` worth, so traffic is smoothed rather than spent in one burst at the top of a
+minute. One Lua script checks and takes from all three atomically, on Redis' clock, so workers on
+different machines agree. A request that does not fit is told how long to wait.
+
+The provider's `anthropic-ratelimit-*-remaining` headers lower a bucket when the provider sees
+less room than we do (other clients of the same organisation, or limits lower than configured),
+so we slow down before a 429 rather than after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from ledgerly.llm.conf import RateLimits
+
+_PREFIX = "llm:rl"
+
+# KEYS[1] = bucket hash. ARGV: burst_seconds, then per dimension (r, i, o): limit, amount.
+# Returns 0 when taken, else the milliseconds to wait before the same request would fit.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local burst = tonumber(ARGV[1])
+local state = redis.call('HMGET', KEYS[1], 'ts', 'r', 'i', 'o')
+local dims = {'r', 'i', 'o'}
+local levels, caps, rates, amounts = {}, {}, {}, {}
+local last = tonumber(state[1]) or now
+local elapsed = math.max(0, now - last)
+local wait = 0
+for d = 1, 3 do
+  local limit = tonumber(ARGV[2 * d])
+  amounts[d] = tonumber(ARGV[2 * d + 1])
+  rates[d] = limit / 60000.0
+  caps[d] = math.max(1, limit * burst / 60.0)
+  local level = tonumber(state[d + 1]) or caps[d]
+  level = math.min(caps[d], level + elapsed * rates[d])
+  levels[d] = level
+  -- a request larger than the whole bucket waits for a full bucket, then overdraws it
+  local need = math.min(amounts[d], caps[d])
+  if level < need then
+    local w = math.ceil((need - level) / rates[d])
+    if w > wait then wait = w end
+  end
+end
+if wait == 0 then
+  for d = 1, 3 do levels[d] = levels[d] - amounts[d] end
+end
+redis.call('HSET', KEYS[1], 'ts', now, 'r', levels[1], 'i', levels[2], 'o', levels[3])
+redis.call('PEXPIRE', KEYS[1], 120000)
+return wait
+"""
+
+# Give back (or take more of) token estimates once the real usage is known. ARGV: i, o deltas
+# (positive = give back) and their caps.
+_ADJUST = """
+local state = redis.call('HMGET', KEYS[1], 'i', 'o')
+for d = 1, 2 do
+  local field = (d == 1) and 'i' or 'o'
+  local level = tonumber(state[d])
+  if level then
+    level = math.min(tonumber(ARGV[d + 2]), level + tonumber(ARGV[d]))
+    redis.call('HSET', KEYS[1], field, level)
+  end
+end
+return 1
+"""
+
+# Lower buckets to what the provider says remains. ARGV: r, i, o remaining ('' = unknown).
+_OBSERVE = """
+local state = redis.call('HMGET', KEYS[1], 'r', 'i', 'o')
+local dims = {'r', 'i', 'o'}
+for d = 1, 3 do
+  local remaining = tonumber(ARGV[d])
+  local level = tonumber(state[d])
+  if remaining and level and remaining < level then
+    redis.call('HSET', KEYS[1], dims[d], remaining)
+  end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Permit:
+    family: str
+    input_tokens: int
+    output_tokens: int
+
+
+class RateLimiter:
+    def __init__(self, client: redis.Redis, *, burst_seconds: float) -> None:
+        self.burst_seconds = burst_seconds
+        self._acquire = client.register_script(_ACQUIRE)
+        self._adjust = client.register_script(_ADJUST)
+        self._observe = client.register_script(_OBSERVE)
+
+    def try_acquire(
+        self, family: str, limits: RateLimits, *, input_tokens: int, output_tokens: int
+    ) -> tuple[Permit | None, float]:
+        """Take one request and the token estimates now, or say how many seconds to wait."""
+        wait_ms = self._acquire(
+            keys=[f"{_PREFIX}:{family}"],
+            args=[
+                self.burst_seconds,
+                limits.rpm,
+                1,
+                limits.itpm,
+                input_tokens,
+                limits.otpm,
+                output_tokens,
+            ],
+        )
+        if wait_ms:
+            return None, int(wait_ms) / 1000
+        return Permit(family, input_tokens, output_tokens), 0.0
+
+    def settle(
+        self, permit: Permit, limits: RateLimits, *, input_tokens: int, output_tokens: int
+    ) -> None:
+        """Correct the estimates taken by `permit` to the tokens really used."""
+        self._adjust(
+            keys=[f"{_PREFIX}:{permit.family}"],
+            args=[
+                permit.input_tokens - input_tokens,
+                permit.output_tokens - output_tokens,
+                max(1, limits.itpm * self.burst_seconds / 60),
+                max(1, limits.otpm * self.burst_seconds / 60),
+            ],
+        )
+
+    def observe(
+        self,
+        family: str,
+        *,
+        requests: int | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+    ) -> None:
+        """Lower this family's buckets to the provider's reported remaining capacity."""
+        self._observe(
+            keys=[f"{_PREFIX}:{family}"],
+            args=["" if v is None else v for v in (requests, input_tokens, output_tokens)],
+        )

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+from django.conf import settings
+
+from ledgerly.llm.breaker import CircuitBreaker, Verdict
+from tests.llm import workers
+
+MODEL = "claude-haiku-5-5"
+
+
+def make_breaker(client, **overrides) -> CircuitBreaker:
+    options = {
+        "failures": 3,
+        "window_seconds": 60,
+        "cooldown_seconds": 30,
+        "probe_lease_seconds": 5,
+    }
+    options.update(overrides)
+    return CircuitBreaker(client, **options)
+
+
+def test_failures_below_the_threshold_keep_the_breaker_closed(redis_client):
+    breaker = make_breaker(redis_client)
+    results = [breaker.record_failure(MODEL, probe=False) for _ in range(2)]
+
+    assert results == ["counted", "counted"]
+    assert breaker.admit(MODEL).verdict is Verdict.CLOSED
+
+
+def test_n_failures_in_the_window_open_it_and_calls_fail_fast(redis_client):
+    breaker = make_breaker(redis_client)
+    results = [breaker.record_failure(MODEL, probe=False) for _ in range(3)]
+    admission = breaker.admit(MODEL)
+
+    assert results[-1] == "opened"
+    assert admission.verdict is Verdict.OPEN
+    assert 29 < admission.retry_in <= 30
+    assert breaker.admit("claude-sonnet-5-5").verdict is Verdict.CLOSED  # per model
+
+
+def test_failures_older_than_the_window_do_not_count(redis_client):
+    breaker = make_breaker(redis_client, window_seconds=0.3)
+    breaker.record_failure(MODEL, probe=False)
+    breaker.record_failure(MODEL, probe=False)
+    time.sleep(0.4)
+
+    result = breaker.record_failure(MODEL, probe=False)
+
+    assert result == "counted"
+    assert breaker.admit(MODEL).verdict is Verdict.CLOSED
+
+
+def test_after_the_cooldown_exactly_one_probe_is_let_through(redis_client):
+    breaker = make_breaker(redis_client, failures=1, cooldown_seconds=0.2)
+    breaker.record_failure(MODEL, probe=False)
+    time.sleep(0.3)
+
+    verdicts = [breaker.admit(MODEL).verdict for _ in range(5)]
+
+    assert verdicts == [Verdict.PROBE] + [Verdict.OPEN] * 4
+
+
+@pytest.mark.parametrize(
+    ("probe_succeeds", "verdict_after"),
+    [(True, Verdict.CLOSED), (False, Verdict.OPEN)],
+)
+def test_the_probe_decides(redis_client, probe_succeeds, verdict_after):
+    breaker = make_breaker(redis_client, failures=1, cooldown_seconds=0.2)
+    breaker.record_failure(MODEL, probe=False)
+    time.sleep(0.3)
+    assert breaker.admit(MODEL).verdict is Verdict.PROBE
+
+    outcome = {True: breaker.record_success, False: breaker.record_failure}[probe_succeeds]
+    outcome(MODEL, probe=True)
+
+    assert breaker.admit(MODEL).verdict is verdict_after
+
+
+def test_a_probe_that_never_reports_back_frees_the_lease(redis_client):
+    breaker = make_breaker(redis_client, failures=1, cooldown_seconds=0.1, probe_lease_seconds=0.2)
+    breaker.record_failure(MODEL, probe=False)
+    time.sleep(0.15)
+    assert breaker.admit(MODEL).verdict is Verdict.PROBE
+    time.sleep(0.25)
+
+    assert breaker.admit(MODEL).verdict is Verdict.PROBE
+
+
+@pytest.mark.slow
+def test_breaker_opened_in_one_process_fails_fast_in_another(redis_client):
+    breaker = make_breaker(redis_client)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        result = pool.apply(workers.fail_model_calls, (settings.REDIS_URL, MODEL, 3))
+
+    assert result == "opened"
+    assert breaker.admit(MODEL).verdict is Verdict.OPEN
