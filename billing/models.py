@@ -8,11 +8,16 @@ was charged, two refunds for one idempotency key). Workflows live in `billing.se
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-MONEY = {"max_digits": 12, "decimal_places": 2}
+
+def money(**kwargs: Any) -> models.DecimalField:  # type: ignore[type-arg]
+    """A money amount: Decimal(12, 2); its currency lives in a sibling field."""
+    return models.DecimalField(max_digits=12, decimal_places=2, **kwargs)
 
 
 class Currency(models.TextChoices):
@@ -58,7 +63,7 @@ class Plan(models.Model):
 
     code = models.CharField(max_length=16, choices=PlanCode.choices)
     interval = models.CharField(max_length=8, choices=Interval.choices)
-    price = models.DecimalField(**MONEY)
+    price = money()
     seats = models.PositiveIntegerField()
     invoice_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="Invoices per month; empty means unlimited"
@@ -122,12 +127,12 @@ class Invoice(models.Model):
         Subscription, on_delete=models.PROTECT, related_name="invoices", null=True, blank=True
     )
     currency = models.CharField(max_length=3, choices=Currency.choices)
-    subtotal = models.DecimalField(**MONEY)
+    subtotal = money()
     tax_rate = models.DecimalField(
         max_digits=5, decimal_places=4, default=0, help_text="A fraction: 0.1900 is 19%"
     )
-    tax = models.DecimalField(**MONEY, default=0)
-    total = models.DecimalField(**MONEY)
+    tax = money(default=0)
+    total = money()
     status = models.CharField(max_length=8, choices=InvoiceStatus.choices)
     issued_at = models.DateTimeField()
     period_start = models.DateField()
@@ -181,7 +186,7 @@ class Charge(models.Model):
     ref = models.CharField(max_length=40, unique=True, help_text="Stable reference, ch_…")
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="charges")
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="charges")
-    amount = models.DecimalField(**MONEY)
+    amount = money()
     currency = models.CharField(max_length=3, choices=Currency.choices)
     status = models.CharField(max_length=16, choices=ChargeStatus.choices)
     charged_at = models.DateTimeField(db_index=True)
@@ -194,8 +199,8 @@ class Charge(models.Model):
     disputed_at = models.DateTimeField(
         null=True, blank=True, help_text="When the customer opened a chargeback"
     )
-    refunded_amount = models.DecimalField(**MONEY, default=0)
-    refund_pending_amount = models.DecimalField(**MONEY, default=0)
+    refunded_amount = money(default=0)
+    refund_pending_amount = money(default=0)
 
     class Meta:
         ordering = ["-charged_at"]
@@ -239,7 +244,7 @@ class RefundRequest(models.Model):
 
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="refund_requests")
     charge = models.ForeignKey(Charge, on_delete=models.PROTECT, related_name="refund_requests")
-    amount = models.DecimalField(**MONEY)
+    amount = money()
     currency = models.CharField(max_length=3, choices=Currency.choices)
     clause = models.CharField(max_length=40, help_text="The policy clause that applies")
     reason = models.TextField()
@@ -293,7 +298,7 @@ class Refund(models.Model):
     refund_request = models.OneToOneField(
         RefundRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="refund"
     )
-    amount = models.DecimalField(**MONEY)
+    amount = money()
     currency = models.CharField(max_length=3, choices=Currency.choices)
     status = models.CharField(max_length=16, choices=RefundStatus.choices)
     idempotency_key = models.CharField(max_length=255, unique=True, null=True, blank=True)
