@@ -31,7 +31,7 @@ MODEL_RETIREMENTS: dict[str, dt.date] = {
 }
 RETIREMENT_WARNING_DAYS = 60
 
-_FAMILY = re.compile(r"claude-(?:\d+-)?(haiku|sonnet|opus)")
+_FAMILY = re.compile(r"claude-(?:\d+-)*(haiku|sonnet|opus)")
 
 
 def model_family(model: str) -> str:

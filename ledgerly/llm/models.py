@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+
+
+class LLMCall(models.Model):
+    """One step of one gateway call: a model request (successful or not), a skipped step (breaker
+    open, budget refused) or the static answer. Written for every step, so spend and failures
+    are on record per ticket, run and customer."""
+
+    class Outcome(models.TextChoices):
+        OK = "ok"
+        FAILED = "failed"  # retryable errors outlasted the SDK's retries (breaker counts it)
+        CIRCUIT_OPEN = "circuit_open"  # skipped: the model's breaker is open
+        DEFERRED = "deferred"  # rate limited beyond the wait cap: caller retries later
+        BUDGET_EXHAUSTED = "budget_exhausted"
+        BAD_REQUEST = "bad_request"  # 4xx other than 429: permanent
+        INVALID_OUTPUT = "invalid_output"  # the answer failed validation against its schema
+        DEADLINE = "deadline"  # the run's deadline left no time for this step
+        STATIC = "static"  # every model step failed: the holding reply, ticket escalates
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    ticket_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    run_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    customer_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    purpose = models.CharField(max_length=64)
+    tier = models.CharField(max_length=8)  # the tier the caller asked for
+    served_tier = models.CharField(max_length=8, blank=True, default="")  # this step's tier
+    model = models.CharField(max_length=100, blank=True, default="")  # exact id, "" if static
+    prompt_name = models.CharField(max_length=100)
+    prompt_version = models.PositiveIntegerField()
+    prompt_hash = models.CharField(max_length=64)
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cache_creation_input_tokens = models.PositiveIntegerField(default=0)
+    cache_read_input_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=18, decimal_places=10, default=Decimal(0))
+    latency_ms = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)  # HTTP attempts incl. SDK retries
+    outcome = models.CharField(max_length=20, choices=Outcome.choices)
+    fallback = models.BooleanField(default=False)  # served by a later step than the first
+    simulated = models.BooleanField(default=False)  # the simulator answered, not Claude
+    batch_id = models.CharField(max_length=100, blank=True, default="")  # Message Batches
+    request_id = models.CharField(max_length=100, blank=True, default="")
+    stop_reason = models.CharField(max_length=32, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(cost_usd__gte=0), name="llm_call_cost_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} {self.model or 'static'} {self.outcome}"
