@@ -27,6 +27,9 @@ class ArticleSource:
     title: str
     section: str
     body: str
+    # Words customers use for the topic that the article itself may not ("amex", "logins",
+    # "charged twice"): a help center's synonym list, embedded and full-text indexed with it.
+    keywords: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,8 +38,8 @@ class Passage:
     text: str
 
 
-def article_hash(*, title: str, section: str, body: str) -> str:
-    return hashlib.sha256(f"{title}\x00{section}\x00{body}".encode()).hexdigest()
+def article_hash(*, title: str, section: str, body: str, keywords: str = "") -> str:
+    return hashlib.sha256(f"{title}\x00{section}\x00{body}\x00{keywords}".encode()).hexdigest()
 
 
 _FRONT = re.compile(r"\A---\n(?P<meta>.*?)\n---\n(?P<body>.*)\Z", re.S)
@@ -56,7 +59,11 @@ def parse_article(text: str) -> ArticleSource:
     if missing:
         raise ArticleFormatError(f"front matter lacks {', '.join(missing)}")
     return ArticleSource(
-        slug=meta["slug"], title=meta["title"], section=meta["section"], body=match["body"].strip()
+        slug=meta["slug"],
+        title=meta["title"],
+        section=meta["section"],
+        body=match["body"].strip(),
+        keywords=meta.get("keywords", ""),
     )
 
 
@@ -97,6 +104,7 @@ def chunk_body(body: str, *, max_words: int = CHUNK_MAX_WORDS) -> list[Passage]:
     return passages
 
 
-def passage_embedding_text(*, title: str, heading: str, text: str) -> str:
-    """What is embedded for a passage: its article title and heading give it its topic."""
-    return "\n".join(part for part in (title, heading, text) if part)
+def passage_embedding_text(*, title: str, keywords: str, heading: str, text: str) -> str:
+    """What is embedded for a passage: its article's title and keywords and its heading give it
+    its topic (bench/retrieval.py, dev set: keywords lift recall@3 from 0.90 to 0.98)."""
+    return "\n".join(part for part in (title, keywords, heading, text) if part)

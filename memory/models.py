@@ -49,12 +49,13 @@ class KnowledgeBaseState(models.Model):
 
 
 class Article(models.Model):
-    """A help-center article (markdown body). `content_hash` covers title, section and body."""
+    """A help-center article (markdown body). `content_hash` covers all of its content."""
 
     slug = models.SlugField(max_length=120, unique=True)
     title = models.CharField(max_length=200)
     section = models.CharField(max_length=100)
     body = models.TextField()
+    keywords = models.TextField(blank=True, default="")  # customers' words for the topic
     content_hash = models.CharField(max_length=64)
     # The hash of the content the chunks were built from ("" = not indexed yet).
     indexed_hash = models.CharField(max_length=64, blank=True, default="")

@@ -44,7 +44,9 @@ def _index_article(article: Article) -> int:
     passages = chunk_body(article.body)
     vectors = embeddings.embed_texts(
         [
-            passage_embedding_text(title=article.title, heading=p.heading, text=p.text)
+            passage_embedding_text(
+                title=article.title, keywords=article.keywords, heading=p.heading, text=p.text
+            )
             for p in passages
         ]
     )
@@ -53,12 +55,13 @@ def _index_article(article: Article) -> int:
         Chunk(article=article, ordinal=i, heading=p.heading, text=p.text, embedding=v)
         for i, (p, v) in enumerate(zip(passages, vectors, strict=True))
     )
-    # Full-text vector: title weighs most, then the heading, then the text.
+    # Full-text vector: title weighs most, then keywords and heading, then the text.
     with connection.cursor() as cursor:
         cursor.execute(
             """
             UPDATE memory_chunk c SET search_vector =
                 setweight(to_tsvector('english', a.title), 'A')
+                || setweight(to_tsvector('english', a.keywords), 'B')
                 || setweight(to_tsvector('english', c.heading), 'B')
                 || setweight(to_tsvector('english', c.text), 'C')
             FROM memory_article a WHERE c.article_id = a.id AND a.id = %s
@@ -71,6 +74,15 @@ def _index_article(article: Article) -> int:
     return len(passages)
 
 
+_CONTENT_FIELDS = ["title", "section", "body", "keywords"]
+
+
+def _hash_of(article: Article) -> str:
+    return article_hash(
+        title=article.title, section=article.section, body=article.body, keywords=article.keywords
+    )
+
+
 def _needs_index(article: Article) -> bool:
     return (
         article.indexed_hash != article.content_hash
@@ -79,7 +91,9 @@ def _needs_index(article: Article) -> bool:
 
 
 @transaction.atomic
-def article_create(*, slug: str, title: str, section: str, body: str) -> Article:
+def article_create(
+    *, slug: str, title: str, section: str, body: str, keywords: str = ""
+) -> Article:
     """Create and index an article; bumps the KB version. `slug` must be new (IntegrityError)."""
     _lock_kb()
     article = Article.objects.create(
@@ -87,7 +101,8 @@ def article_create(*, slug: str, title: str, section: str, body: str) -> Article
         title=title,
         section=section,
         body=body,
-        content_hash=article_hash(title=title, section=section, body=body),
+        keywords=keywords,
+        content_hash=article_hash(title=title, section=section, body=body, keywords=keywords),
     )
     _index_article(article)
     kb_version_bump()
@@ -101,6 +116,7 @@ def article_update(
     title: str | None = None,
     section: str | None = None,
     body: str | None = None,
+    keywords: str | None = None,
 ) -> Article:
     """Change an article's fields; re-indexes and bumps the KB version only if content changed."""
     _lock_kb()
@@ -108,11 +124,12 @@ def article_update(
     article.title = article.title if title is None else title
     article.section = article.section if section is None else section
     article.body = article.body if body is None else body
-    new_hash = article_hash(title=article.title, section=article.section, body=article.body)
+    article.keywords = article.keywords if keywords is None else keywords
+    new_hash = _hash_of(article)
     if new_hash == article.content_hash and not _needs_index(article):
         return article
     article.content_hash = new_hash
-    article.save(update_fields=["title", "section", "body", "content_hash", "updated_at"])
+    article.save(update_fields=[*_CONTENT_FIELDS, "content_hash", "updated_at"])
     _index_article(article)
     kb_version_bump()
     return article
@@ -179,7 +196,9 @@ def helpcenter_ingest(
     unchanged: list[str] = []
     chunks = 0
     for source in sources:
-        new_hash = article_hash(title=source.title, section=source.section, body=source.body)
+        new_hash = article_hash(
+            title=source.title, section=source.section, body=source.body, keywords=source.keywords
+        )
         article = existing.get(source.slug)
         if article is None:
             article = Article.objects.create(
@@ -187,13 +206,15 @@ def helpcenter_ingest(
                 title=source.title,
                 section=source.section,
                 body=source.body,
+                keywords=source.keywords,
                 content_hash=new_hash,
             )
             created.append(source.slug)
         elif article.content_hash != new_hash or _needs_index(article):
-            article.title, article.section, article.body = source.title, source.section, source.body
+            article.title, article.section = source.title, source.section
+            article.body, article.keywords = source.body, source.keywords
             article.content_hash = new_hash
-            article.save(update_fields=["title", "section", "body", "content_hash", "updated_at"])
+            article.save(update_fields=[*_CONTENT_FIELDS, "content_hash", "updated_at"])
             updated.append(source.slug)
         else:
             unchanged.append(source.slug)

@@ -1,0 +1,72 @@
+"""Retrieval benchmark: recall@1 and @3 of the right help-center article.
+
+Two labelled sets of questions written the way customers write them (typos, indirect wording),
+each question with the article(s) that answer it:
+- bench/data/retrieval_questions.jsonl (146): the development set, looked at while choosing the
+  chunking, the article keywords and the retrieval mode;
+- bench/data/retrieval_questions_heldout.jsonl (60): written afterwards and not tuned on.
+Both modes are measured (pure vector, and vector + Postgres full-text search fused by reciprocal
+rank). The JSON line reports the mode MEMORY_RETRIEVAL_MODE selects, on both sets together.
+
+    python bench/retrieval.py
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from memory_harness import DATA, setup_django
+
+SETS = {"dev": "retrieval_questions.jsonl", "heldout": "retrieval_questions_heldout.jsonl"}
+
+
+def main() -> None:
+    setup_django()
+    from django.conf import settings
+
+    from memory import embeddings, selectors, services
+
+    report = services.helpcenter_ingest()
+    print(f"ingested {len(report.created)} articles, {report.chunks_written} chunks")
+    rows = [
+        {**json.loads(line), "set": name}
+        for name, file in SETS.items()
+        for line in (DATA / file).open()
+    ]
+    vectors = embeddings.embed_texts([r["question"] for r in rows])
+    results: dict[str, dict[str, float]] = {}
+    for mode in ("vector", "hybrid"):
+        hits: dict[str, list[tuple[bool, bool]]] = {name: [] for name in SETS}
+        started = time.perf_counter()
+        for row, vector in zip(rows, vectors, strict=True):
+            found = [
+                p.slug
+                for p in selectors.passages_search(
+                    query=row["question"], k=3, mode=mode, query_vector=vector
+                )
+            ]
+            at3 = any(s in row["slugs"] for s in found)
+            hits[row["set"]].append((found[0] in row["slugs"], at3))
+            if not at3:
+                print(f"  {mode} miss@3 [{row['set']}] {row['question']!r} -> {found}")
+        elapsed = (time.perf_counter() - started) / len(rows) * 1000
+        every = [h for name in SETS for h in hits[name]]
+        for name, part in [*hits.items(), ("all", every)]:
+            r1 = round(sum(a for a, _ in part) / len(part), 4)
+            r3 = round(sum(b for _, b in part) / len(part), 4)
+            print(f"{mode:7s} {name:8s} n={len(part):3d} recall@1={r1:.3f} recall@3={r3:.3f}")
+            if name == "all":
+                results[mode] = {"recall_at_1": r1, "recall_at_3": r3}
+        print(f"{mode:7s} {elapsed:.1f} ms/query (embedding excluded)")
+    chosen = settings.MEMORY_RETRIEVAL_MODE
+    print(f"MEMORY_RETRIEVAL_MODE={chosen}")
+    print(
+        json.dumps(
+            {"bench": "retrieval", "mode": chosen, "questions": len(rows), **results[chosen]}
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
