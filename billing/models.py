@@ -88,6 +88,7 @@ class SubscriptionStatus(models.TextChoices):
 
 
 class Subscription(models.Model):
+    ref = models.CharField(max_length=40, unique=True, help_text="Stable reference, sub_…")
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="subscriptions")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
     # A subscription keeps the currency it started in, whatever the customer's later currency.

@@ -1,0 +1,527 @@
+"""Ledgerly's demo world (SCENARIOS.md): the ten scenario customers and a background crowd.
+
+`seed_demo(today=...)` builds it relative to `today` (T). It is deterministic for a given T and
+safe to run again: every row is found by a stable reference and refreshed in place. A re-run
+refreshes dates relative to the new T but never rewrites money that moved since (refunded and
+in-flight amounts are set only when a charge is first created).
+
+The references below are stable so tests, the golden set and the agent's evaluation can name
+them. For each scenario customer, `SCENARIO_CHARGES[email]` is the charge a "can I get a refund?"
+question is about.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import transaction
+
+from billing.models import (
+    Charge,
+    ChargeStatus,
+    Customer,
+    Interval,
+    Invoice,
+    InvoiceStatus,
+    PaymentMethod,
+    Plan,
+    PlanCode,
+    Refund,
+    RefundStatus,
+    Subscription,
+    SubscriptionStatus,
+)
+from billing.policy import add_months
+
+# --- plans (POLICY.md "Plans and prices") ---------------------------------------------------------
+PLANS: dict[tuple[str, str], tuple[Decimal, int, int | None]] = {
+    (PlanCode.STARTER, Interval.MONTHLY): (Decimal("19.00"), 1, 50),
+    (PlanCode.STARTER, Interval.ANNUAL): (Decimal("190.00"), 1, 50),
+    (PlanCode.GROWTH, Interval.MONTHLY): (Decimal("49.00"), 5, 500),
+    (PlanCode.GROWTH, Interval.ANNUAL): (Decimal("490.00"), 5, 500),
+    (PlanCode.SCALE, Interval.MONTHLY): (Decimal("199.00"), 25, None),
+    (PlanCode.SCALE, Interval.ANNUAL): (Decimal("1990.00"), 25, None),
+}
+
+# --- the ten scenario customers (SCENARIOS.md) ----------------------------------------------------
+ANA = "ana.lopez@example.com"
+BEN = "ben.okafor@example.com"
+CHLOE = "chloe.martin@example.com"
+DEV = "dev.patel@example.com"
+EMMA = "emma.schulz@example.com"
+FARID = "farid.haddad@example.com"
+GRACE = "grace.kim@example.com"
+HUGO = "hugo.rossi@example.com"
+ISLA = "isla.novak@example.com"
+JONAS = "jonas.berg@example.com"
+SCENARIO_EMAILS = (ANA, BEN, CHLOE, DEV, EMMA, FARID, GRACE, HUGO, ISLA, JONAS)
+
+ANA_INVOICE, ANA_CHARGE, ANA_DUPLICATE_CHARGE = "INV-DEMO-ANA-01", "ch_demo_ana_1", "ch_demo_ana_2"
+BEN_INVOICE, BEN_CHARGE, BEN_DUPLICATE_CHARGE = "INV-DEMO-BEN-01", "ch_demo_ben_1", "ch_demo_ben_2"
+CHLOE_INVOICE, CHLOE_CHARGE = "INV-DEMO-CHLOE-01", "ch_demo_chloe_1"
+DEV_INVOICE, DEV_CHARGE = "INV-DEMO-DEV-01", "ch_demo_dev_1"
+EMMA_INVOICE, EMMA_CHARGE = "INV-DEMO-EMMA-01", "ch_demo_emma_1"
+FARID_INVOICE, FARID_CHARGE = "INV-DEMO-FARID-01", "ch_demo_farid_1"
+GRACE_INVOICE, GRACE_CHARGE = "INV-DEMO-GRACE-01", "ch_demo_grace_1"
+HUGO_INVOICE, HUGO_CHARGE = "INV-DEMO-HUGO-01", "ch_demo_hugo_1"
+ISLA_INVOICE, ISLA_CHARGE, ISLA_EARLIER_REFUND = (
+    "INV-DEMO-ISLA-01",
+    "ch_demo_isla_1",
+    "re_demo_isla_1",
+)
+JONAS_INVOICE, JONAS_CHARGE = "INV-DEMO-JONAS-01", "ch_demo_jonas_1"
+
+SCENARIO_CHARGES = {
+    ANA: ANA_DUPLICATE_CHARGE,
+    BEN: BEN_DUPLICATE_CHARGE,
+    CHLOE: CHLOE_CHARGE,
+    DEV: DEV_CHARGE,
+    EMMA: EMMA_CHARGE,
+    FARID: FARID_CHARGE,
+    GRACE: GRACE_CHARGE,
+    HUGO: HUGO_CHARGE,
+    ISLA: ISLA_CHARGE,
+    JONAS: JONAS_CHARGE,
+}
+
+STAFF_USERNAME = "staff"
+STAFF_PASSWORD = "ledgerly-demo"  # noqa: S105 — a documented demo login, never created in production
+BACKGROUND_CUSTOMERS = 44
+
+VAT_RATES = {"DE": "0.19", "FR": "0.20", "NL": "0.21", "ES": "0.21", "IT": "0.22", "IE": "0.23"}
+CENT = Decimal("0.01")
+
+
+@dataclass
+class _Charge:
+    ref: str
+    days_ago: int | None = None  # or `at` directly
+    at: dt.datetime | None = None
+    minute: int = 0
+    status: str = ChargeStatus.SUCCEEDED
+    method: str = PaymentMethod.VISA
+    last4: str = "4242"
+    disputed_days_ago: int | None = None
+    failure: tuple[str, str] | None = None
+    retries_attempted: int = 0
+    next_retry_day: int | None = None  # days after the failure
+
+
+@dataclass
+class _Scenario:
+    email: str
+    name: str
+    country: str
+    currency: str
+    plan: tuple[str, str]
+    invoice: str
+    charged_on: dt.date
+    charges: list[_Charge]
+    vat_id: str = ""
+    tax_rate: Decimal = Decimal("0")
+    invoice_status: str = InvoiceStatus.PAID
+    subscription_status: str = SubscriptionStatus.ACTIVE
+    earlier_refund: tuple[str, Decimal] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class SeedResult:
+    customers: int
+    invoices: int
+    charges: int
+    refunds: int
+    users: int
+
+
+def _at(day: dt.date, hour: int = 9, minute: int = 0) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=dt.UTC)
+
+
+def _scenarios(today: dt.date) -> list[_Scenario]:
+    def ago(days: int) -> dt.date:
+        return today - dt.timedelta(days=days)
+
+    growth_m = (PlanCode.GROWTH, Interval.MONTHLY)
+    starter_m = (PlanCode.STARTER, Interval.MONTHLY)
+    return [
+        _Scenario(
+            ANA, "Ana López", "US", "USD", growth_m, ANA_INVOICE, ago(3),
+            [_Charge(ANA_CHARGE, 3), _Charge(ANA_DUPLICATE_CHARGE, 3, minute=2)],
+        ),
+        _Scenario(
+            BEN, "Ben Okafor", "US", "USD", starter_m, BEN_INVOICE, ago(2),
+            [
+                _Charge(BEN_CHARGE, 2, method=PaymentMethod.MASTERCARD, last4="5454"),
+                _Charge(BEN_DUPLICATE_CHARGE, 2, minute=1, method=PaymentMethod.MASTERCARD,
+                        last4="5454"),
+            ],
+        ),
+        _Scenario(
+            CHLOE, "Chloé Martin", "FR", "EUR", (PlanCode.SCALE, Interval.ANNUAL), CHLOE_INVOICE,
+            ago(20), [_Charge(CHLOE_CHARGE, 20, method=PaymentMethod.AMEX, last4="0005")],
+            vat_id="FR40303265045",
+        ),
+        _Scenario(
+            DEV, "Dev Patel", "US", "USD", (PlanCode.GROWTH, Interval.ANNUAL), DEV_INVOICE,
+            ago(100), [_Charge(DEV_CHARGE, 100)],
+        ),
+        _Scenario(
+            EMMA, "Emma Schulz", "NL", "EUR", starter_m, EMMA_INVOICE, ago(20),
+            [_Charge(EMMA_CHARGE, 20, method=PaymentMethod.SEPA_DEBIT, last4="3000")],
+            vat_id="NL004495445B01",
+        ),
+        _Scenario(
+            FARID, "Farid Haddad", "GB", "GBP", growth_m, FARID_INVOICE, ago(6),
+            [_Charge(FARID_CHARGE, 6, method=PaymentMethod.VISA, last4="1881",
+                     disputed_days_ago=1)],
+        ),
+        _Scenario(
+            GRACE, "Grace Kim", "US", "USD", (PlanCode.SCALE, Interval.MONTHLY), GRACE_INVOICE,
+            ago(5),
+            [_Charge(GRACE_CHARGE, 5, status=ChargeStatus.FAILED, last4="0341",
+                     failure=("card_declined", "The card was declined (insufficient funds)."),
+                     retries_attempted=2, next_retry_day=7)],
+            invoice_status=InvoiceStatus.OPEN, subscription_status=SubscriptionStatus.PAST_DUE,
+        ),
+        _Scenario(
+            HUGO, "Hugo Rossi", "IT", "EUR", (PlanCode.GROWTH, Interval.ANNUAL), HUGO_INVOICE,
+            add_months(today, -7),
+            [_Charge(HUGO_CHARGE, at=_at(add_months(today, -7)),
+                     method=PaymentMethod.SEPA_DEBIT, last4="6789")],
+            vat_id="IT00743110157",
+        ),
+        _Scenario(
+            ISLA, "Isla Novák", "US", "USD", starter_m, ISLA_INVOICE, ago(5),
+            [_Charge(ISLA_CHARGE, 5, method=PaymentMethod.MASTERCARD, last4="4444")],
+            earlier_refund=(ISLA_EARLIER_REFUND, Decimal("10.00")),
+        ),
+        _Scenario(
+            JONAS, "Jonas Berg", "DE", "EUR", growth_m, JONAS_INVOICE, ago(10),
+            [_Charge(JONAS_CHARGE, 10, method=PaymentMethod.SEPA_DEBIT, last4="1234")],
+            tax_rate=Decimal("0.19"),
+        ),
+    ]  # fmt: skip
+
+
+def _ensure_plans() -> dict[tuple[str, str], Plan]:
+    plans = {}
+    for (code, interval), (price, seats, limit) in PLANS.items():
+        plan, _ = Plan.objects.update_or_create(
+            code=code,
+            interval=interval,
+            defaults={"price": price, "seats": seats, "invoice_limit": limit},
+        )
+        plans[(code, interval)] = plan
+    return plans
+
+
+def _period_end(start: dt.date, interval: str) -> dt.date:
+    return add_months(start, 12 if interval == Interval.ANNUAL else 1)
+
+
+def _upsert_customer(
+    *, ref: str, email: str, name: str, country: str, currency: str, vat_id: str, created: dt.date
+) -> Customer:
+    customer, _ = Customer.objects.update_or_create(
+        ref=ref,
+        defaults={
+            "email": email,
+            "name": name,
+            "country": country,
+            "currency": currency,
+            "vat_id": vat_id,
+            "created_at": _at(created, 8),
+        },
+    )
+    return customer
+
+
+def _upsert_subscription(
+    *,
+    ref: str,
+    customer: Customer,
+    plan: Plan,
+    started: dt.date,
+    period_start: dt.date,
+    status: str,
+    canceled_on: dt.date | None = None,
+) -> Subscription:
+    subscription, _ = Subscription.objects.update_or_create(
+        ref=ref,
+        defaults={
+            "customer": customer,
+            "plan": plan,
+            "currency": customer.currency,
+            "status": status,
+            "started_at": _at(started, 8),
+            "current_period_start": _at(period_start),
+            "current_period_end": _at(_period_end(period_start, plan.interval)),
+            "cancel_at_period_end": False,
+            "canceled_at": _at(canceled_on) if canceled_on else None,
+        },
+    )
+    return subscription
+
+
+def _upsert_invoice(
+    *,
+    number: str,
+    subscription: Subscription,
+    issued: dt.date,
+    tax_rate: Decimal,
+    status: str,
+) -> Invoice:
+    subtotal = subscription.plan.price
+    tax = (subtotal * tax_rate).quantize(CENT, rounding=ROUND_HALF_UP)
+    invoice, _ = Invoice.objects.update_or_create(
+        number=number,
+        defaults={
+            "customer": subscription.customer,
+            "subscription": subscription,
+            "currency": subscription.currency,
+            "subtotal": subtotal,
+            "tax_rate": tax_rate,
+            "tax": tax,
+            "total": subtotal + tax,
+            "status": status,
+            "issued_at": _at(issued, 8),
+            "period_start": issued,
+            "period_end": _period_end(issued, subscription.plan.interval),
+        },
+    )
+    return invoice
+
+
+def _upsert_charge(*, invoice: Invoice, spec: _Charge, at: dt.datetime) -> Charge:
+    failure_code, failure_message = spec.failure or ("", "")
+    charge, _ = Charge.objects.update_or_create(
+        ref=spec.ref,
+        defaults={
+            "customer": invoice.customer,
+            "invoice": invoice,
+            "amount": invoice.total,
+            "currency": invoice.currency,
+            "status": spec.status,
+            "charged_at": at,
+            "payment_method": spec.method,
+            "payment_method_last4": spec.last4,
+            "failure_code": failure_code,
+            "failure_message": failure_message,
+            "retries_attempted": spec.retries_attempted,
+            "next_retry_at": (
+                _at(at.date() + dt.timedelta(days=spec.next_retry_day))
+                if spec.next_retry_day is not None
+                else None
+            ),
+            "disputed_at": (
+                at + dt.timedelta(days=spec.days_ago - spec.disputed_days_ago)
+                if spec.disputed_days_ago is not None and spec.days_ago is not None
+                else None
+            ),
+        },
+    )
+    return charge
+
+
+def _seed_scenarios(today: dt.date, plans: dict[tuple[str, str], Plan]) -> None:
+    for scenario in _scenarios(today):
+        slug = scenario.email.split(".")[0]
+        customer = _upsert_customer(
+            ref=f"cus_demo_{slug}",
+            email=scenario.email,
+            name=scenario.name,
+            country=scenario.country,
+            currency=scenario.currency,
+            vat_id=scenario.vat_id,
+            created=add_months(today, -14),
+        )
+        subscription = _upsert_subscription(
+            ref=f"sub_demo_{slug}",
+            customer=customer,
+            plan=plans[scenario.plan],
+            started=scenario.charged_on,
+            period_start=scenario.charged_on,
+            status=scenario.subscription_status,
+        )
+        invoice = _upsert_invoice(
+            number=scenario.invoice,
+            subscription=subscription,
+            issued=scenario.charged_on,
+            tax_rate=scenario.tax_rate,
+            status=scenario.invoice_status,
+        )
+        for spec in scenario.charges:
+            at = spec.at or _at(today - dt.timedelta(days=spec.days_ago or 0), 9, spec.minute)
+            _upsert_charge(invoice=invoice, spec=spec, at=at)
+        if scenario.earlier_refund:
+            ref, amount = scenario.earlier_refund
+            _seed_history_refund(ref=ref, charge_ref=scenario.charges[0].ref, amount=amount)
+
+
+def _seed_history_refund(*, ref: str, charge_ref: str, amount: Decimal) -> None:
+    """A refund made before this demo began (the ledger's history, not a new refund)."""
+    charge = Charge.objects.select_for_update().get(ref=charge_ref)
+    refund, created = Refund.objects.get_or_create(
+        ref=ref,
+        defaults={
+            "charge": charge,
+            "amount": amount,
+            "currency": charge.currency,
+            "status": RefundStatus.SUCCEEDED,
+            "processor_ref": f"re_hist_{ref}",
+            "reason": "partial goodwill refund agreed with support",
+            "created_at": charge.charged_at + dt.timedelta(days=1),
+            "completed_at": charge.charged_at + dt.timedelta(days=1),
+        },
+    )
+    if created:
+        Charge.objects.filter(pk=charge.pk).update(refunded_amount=amount)
+    else:
+        Refund.objects.filter(pk=refund.pk).update(
+            created_at=charge.charged_at + dt.timedelta(days=1),
+            completed_at=charge.charged_at + dt.timedelta(days=1),
+        )
+
+
+_FIRST = "Amara Bruno Carla Dmitri Elif Felix Greta Hana Ivan Julia Kofi Lena Marco Nadia Omar "
+_FIRST += "Priya Quinn Rosa Sven Tariq Uma Viktor Wanjiru Xavier Yara Zoe"
+_LAST = "Andersen Becker Costa Dubois Eriksen Fischer Garcia Horvat Ito Jensen Kowalski Larsen "
+_LAST += "Moreau Nilsen Oliveira Petrov Quispe Rossi Silva Tanaka Ueda Varga Weber Young Zimmer"
+_PLACES = [
+    ("US", "USD"), ("US", "USD"), ("CA", "USD"), ("GB", "GBP"), ("GB", "GBP"), ("DE", "EUR"),
+    ("FR", "EUR"), ("NL", "EUR"), ("ES", "EUR"), ("IT", "EUR"), ("IE", "EUR"), ("AU", "USD"),
+]  # fmt: skip
+
+
+def _seed_background(today: dt.date, plans: dict[tuple[str, str], Plan]) -> None:
+    # A fixed seed: the same crowd for every T, only its dates move with T.
+    rng = random.Random(20260101)  # noqa: S311 — demo data, not security
+    firsts, lasts = _FIRST.split(), _LAST.split()
+    plan_keys = list(PLANS)
+    for index in range(1, BACKGROUND_CUSTOMERS + 1):
+        first, last = rng.choice(firsts), rng.choice(lasts)
+        country, currency = rng.choice(_PLACES)
+        has_vat_id = country in VAT_RATES and rng.random() < 0.4
+        vat_id = f"{country}{rng.randint(100000000, 999999999)}" if has_vat_id else ""
+        tax_rate = (
+            Decimal(VAT_RATES[country]) if country in VAT_RATES and not vat_id else Decimal(0)
+        )
+        code, interval = plan_keys[rng.randrange(len(plan_keys))]
+        canceled = rng.random() < 0.08
+        anchor = today - dt.timedelta(days=rng.randint(1, 27))
+        if interval == Interval.ANNUAL:
+            anchor = today - dt.timedelta(days=rng.randint(1, 340))
+            issue_days = [add_months(anchor, -12), anchor]
+        else:
+            issue_days = [add_months(anchor, -k) for k in range(11, -1, -1)]
+        if canceled:
+            issue_days = issue_days[: max(1, len(issue_days) - 3)]
+        customer = _upsert_customer(
+            ref=f"cus_bg_{index:03d}",
+            email=f"{first.lower()}.{last.lower()}.{index:02d}@example.net",
+            name=f"{first} {last}",
+            country=country,
+            currency=currency,
+            vat_id=vat_id,
+            created=issue_days[0] - dt.timedelta(days=rng.randint(0, 20)),
+        )
+        if currency == "EUR" and rng.random() < 0.4:
+            method, last4 = PaymentMethod.SEPA_DEBIT, f"{rng.randint(0, 9999):04d}"
+        elif (code, interval) == (PlanCode.SCALE, Interval.ANNUAL) and rng.random() < 0.5:
+            method, last4 = PaymentMethod.BANK_TRANSFER, ""
+        else:
+            method = rng.choice([PaymentMethod.VISA, PaymentMethod.MASTERCARD, PaymentMethod.AMEX])
+            last4 = f"{rng.randint(0, 9999):04d}"
+        subscription = _upsert_subscription(
+            ref=f"sub_bg_{index:03d}",
+            customer=customer,
+            plan=plans[(code, interval)],
+            started=issue_days[0],
+            period_start=issue_days[-1],
+            status=SubscriptionStatus.CANCELED if canceled else SubscriptionStatus.ACTIVE,
+            canceled_on=issue_days[-1] + dt.timedelta(days=10) if canceled else None,
+        )
+        for number, issued in enumerate(issue_days, start=1):
+            invoice = _upsert_invoice(
+                number=f"INV-BG{index:03d}-{number:02d}",
+                subscription=subscription,
+                issued=issued,
+                tax_rate=tax_rate,
+                status=InvoiceStatus.PAID,
+            )
+            charge_at = _at(issued, rng.randint(6, 20), rng.randint(0, 59))
+            if rng.random() < 0.05:
+                # An ordinary hiccup: the first attempt failed, the day-1 retry succeeded.
+                _upsert_charge(
+                    invoice=invoice,
+                    spec=_Charge(
+                        f"ch_bg_{index:03d}_{number:02d}_f",
+                        status=ChargeStatus.FAILED,
+                        method=method,
+                        last4=last4,
+                        failure=("card_declined", "The card was declined."),
+                        retries_attempted=1,
+                    ),
+                    at=charge_at,
+                )
+                charge_at += dt.timedelta(days=1)
+            _upsert_charge(
+                invoice=invoice,
+                spec=_Charge(f"ch_bg_{index:03d}_{number:02d}", method=method, last4=last4),
+                at=charge_at,
+            )
+
+
+def _seed_users() -> int:
+    User = get_user_model()
+    count = 0
+    for customer in Customer.objects.all():
+        user, created = User.objects.get_or_create(
+            username=customer.email,
+            defaults={"email": customer.email, "first_name": customer.name.split()[0]},
+        )
+        if created:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+        count += 1
+    if not settings.PRODUCTION:
+        staff, _ = User.objects.get_or_create(
+            username=STAFF_USERNAME, defaults={"email": "staff@ledgerly.example"}
+        )
+        staff.is_staff = True
+        staff.is_active = True
+        staff.set_password(STAFF_PASSWORD)
+        staff.save()
+        view_billing = Permission.objects.filter(
+            content_type__app_label="billing", codename__startswith="view_"
+        )
+        decide = Permission.objects.filter(
+            content_type__app_label="billing",
+            codename__in=["decide_refundrequest", "change_refundrequest"],
+        )
+        staff.user_permissions.add(*view_billing, *decide)
+        count += 1
+    return count
+
+
+def seed_demo(*, today: dt.date) -> SeedResult:
+    """Build or refresh the demo world for day `today` (see the module docstring)."""
+    with transaction.atomic():
+        plans = _ensure_plans()
+        _seed_scenarios(today, plans)
+        _seed_background(today, plans)
+        users = _seed_users()
+    return SeedResult(
+        customers=Customer.objects.count(),
+        invoices=Invoice.objects.count(),
+        charges=Charge.objects.count(),
+        refunds=Refund.objects.count(),
+        users=users,
+    )
