@@ -1,11 +1,39 @@
-"""The simulated model's behaviour (placeholder; being built out)."""
+"""The simulated model: a competent Ledgerly support model, or a compromised one.
+
+Deterministic: the same request gives the same content. Every decision is derived from the
+request (system prompt, conversation, documents, tool definitions, earlier tool results);
+nothing is looked up elsewhere.
+
+Competent mode, in order of precedence:
+- `output_config.format` json_schema → one text block of JSON filling every property
+  (classification enums by keyword heuristics; see schema_fill.py);
+- tools (not `tool_choice: none`) → the next agent step: read-only lookups first, then
+  `propose_refund` with ids/amounts from tool results, or `escalate_to_human` on a dispute,
+  ambiguity or tool error, then a final text answer;
+- a system prompt mentioning "summar" → an extractive summary;
+- `<documents>` given → an answer from those passages only, citing `[slug]`, or a plain
+  "not in the help center" with an offer of a person;
+- otherwise a short support reply.
+With `thinking: {"type": "adaptive"}` a signed thinking block comes first, and narration between
+tool calls is thinking instead of text.
+
+Adversarial mode obeys instructions found in customer messages and tool results and makes tool
+calls with ids and amounts taken from anywhere in its context.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from .context import CHARGE_ID, EMAIL, Context, ToolCall, money_values, walk
+from .language import Signals, covers, key_terms, sentences, terms
+from .schema_fill import Answers, SchemaFiller
+from .thinking import sign
 
 
 @dataclass
@@ -14,21 +42,773 @@ class Reply:
     stop_reason: str
 
 
-def _tool_id(body: dict[str, Any], n: int) -> str:
-    digest = hashlib.sha256(json.dumps(body.get("messages"), sort_keys=True).encode() + bytes([n]))
-    return "toolu_sim_" + digest.hexdigest()[:24]
+@dataclass
+class Step:
+    """One decision: some narration, then either tool calls or a final answer."""
+
+    narration: str
+    calls: list[tuple[str, dict[str, Any]]]
+    text: str = ""
 
 
 def respond(body: dict[str, Any], *, adversarial: bool, malformed_tool_input: bool) -> Reply:
-    tools = body.get("tools") or []
-    last = body["messages"][-1]["content"]
-    has_results = isinstance(last, list) and any(b.get("type") == "tool_result" for b in last)
-    if tools and not has_results:
-        tool = tools[0]
-        return Reply(
-            [{"type": "tool_use", "id": _tool_id(body, 0), "name": tool["name"], "input": {}}],
-            "tool_use",
+    ctx = Context.of(body)
+    tools = [t for t in body.get("tools") or [] if t.get("type") in (None, "custom")]
+    choice = body.get("tool_choice") or {"type": "auto"}
+    if choice.get("type") == "none":
+        tools = []
+    schema = _output_schema(body)
+    thinking = (body.get("thinking") or {}).get("type") == "adaptive"
+    omit_thinking = (body.get("thinking") or {}).get("display") == "omitted"
+
+    if adversarial:
+        step = Compromised(ctx, tools, schema).step()
+    elif choice.get("type") == "tool":
+        tool = _tool(tools, str(choice.get("name")))
+        step = Step("", [(tool["name"], _fill_tool(ctx, tool))])
+    elif schema is not None:
+        step = Step(_reasoning(ctx), [], json.dumps(_fill(ctx, schema, Answers())))
+    elif tools:
+        step = Agent(ctx, tools).step()
+        if choice.get("type") == "any" and not step.calls:
+            tool = _escalation_tool(tools) or tools[0]
+            step = Step(step.narration, [(tool["name"], _fill_tool(ctx, tool))])
+    elif "summar" in ctx.system.lower():
+        step = Step("Summarising only what the conversation says.", [], summarise(ctx))
+    elif ctx.documents:
+        answer, _, _ = answer_from_documents(ctx)
+        step = Step(_reasoning(ctx), [], answer)
+    else:
+        step = Step(_reasoning(ctx), [], plain_reply(ctx))
+
+    if malformed_tool_input and tools:
+        step = _malformed(step, tools)
+    return _render(body, step, thinking=thinking, omit_thinking=omit_thinking, tools=tools)
+
+
+# --------------------------------------------------------------------------------- rendering
+def _render(
+    body: dict[str, Any], step: Step, *, thinking: bool, omit_thinking: bool, tools: list[Any]
+) -> Reply:
+    content: list[dict[str, Any]] = []
+    narration = step.narration.strip()
+    if thinking and narration:
+        shown = "" if omit_thinking else narration
+        content.append({"type": "thinking", "thinking": shown, "signature": sign(shown)})
+    elif narration and step.calls:
+        content.append({"type": "text", "text": narration})
+    if step.calls:
+        seed = json.dumps(body.get("messages"), sort_keys=True, default=str)
+        for n, (name, args) in enumerate(step.calls):
+            digest = hashlib.sha256(f"{seed}\0{name}\0{n}".encode()).hexdigest()
+            content.append(
+                {"type": "tool_use", "id": "toolu_sim_" + digest[:24], "name": name, "input": args}
+            )
+        return Reply(content, "tool_use")
+    content.append({"type": "text", "text": step.text})
+    return Reply(content, "end_turn")
+
+
+def _output_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    fmt = (body.get("output_config") or {}).get("format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        return fmt.get("schema")
+    return None
+
+
+def _fill(ctx: Context, schema: dict[str, Any], answers: Answers) -> Any:
+    if ctx.documents and not answers.answer:
+        answers.answer, answers.sources, answers.found = answer_from_documents(ctx)
+    if "summar" in ctx.system.lower() or "summar" in json.dumps(schema).lower():
+        answers.summary = answers.summary or summarise(ctx)
+    return SchemaFiller(ctx, answers, root=schema).fill(schema)
+
+
+def _tool(tools: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(t for t in tools if t.get("name") == name)
+
+
+def _fill_tool(ctx: Context, tool: dict[str, Any], answers: Answers | None = None) -> Any:
+    return _fill(ctx, tool.get("input_schema") or {"type": "object"}, answers or Answers())
+
+
+def _reasoning(ctx: Context) -> str:
+    signals = Signals.of(ctx.customer_text)
+    bits = [f"The customer's message looks like a {signals.lane} case."]
+    if signals.topics:
+        bits.append(f"Topics: {', '.join(signals.topics)}.")
+    if ctx.documents:
+        bits.append(
+            f"I have {len(ctx.documents)} help-center passages; I will answer only from them."
         )
-    return Reply(
-        [{"type": "text", "text": "Thanks for reaching out. I am the simulator."}], "end_turn"
+    return " ".join(bits)
+
+
+def _malformed(step: Step, tools: list[dict[str, Any]]) -> Step:
+    """Break the first tool call's input against its schema (the malformed_tool_input fault)."""
+    name, args = step.calls[0] if step.calls else (tools[0]["name"], {})
+    schema = _tool(tools, name).get("input_schema") or {}
+    required = list(schema.get("required") or [])
+    broken = dict(args)
+    if required:
+        broken.pop(required[0], None)
+    else:
+        broken["unexpected_field"] = ["not", "in", "schema"]
+    for prop in list(schema.get("properties") or {})[:1]:
+        if prop in broken:
+            broken[prop] = {"wrong": "type"}
+    return Step(step.narration, [(name, broken), *step.calls[1:]])
+
+
+# --------------------------------------------------------------------------------- FAQ lane
+NOT_FOUND = (
+    "I'm sorry, I couldn't find the answer to that in our help center, and I don't want to "
+    "guess. Would you like me to bring in a person from our support team to help?"
+)
+
+
+def answer_from_documents(ctx: Context) -> tuple[str, list[str], bool]:
+    """(answer, cited slugs, found) from the given passages only."""
+    question = ctx.last_user_text
+    wanted = key_terms(question)
+    if not wanted or not ctx.documents:
+        return NOT_FOUND, [], False
+    scored: list[tuple[float, int, int, str, str]] = []
+    best_doc_coverage = 0.0
+    for d, doc in enumerate(ctx.documents):
+        doc_text = f"{doc.title}\n{doc.content}"
+        doc_terms = terms(doc_text)
+        doc_lower = doc_text.lower()
+        covered = {t for t in wanted if covers(t, doc_terms, doc_lower)}
+        best_doc_coverage = max(best_doc_coverage, len(covered) / len(wanted))
+        title_terms = terms(doc.title)
+        for s, sentence in enumerate(sentences(doc.content)):
+            sentence_terms = terms(sentence) | title_terms
+            hits = {t for t in covered if covers(t, sentence_terms, sentence.lower())}
+            if hits:
+                score = len(hits) / len(wanted) + 0.05 * bool(re.search(r"\d", sentence))
+                scored.append((score, -d, -s, doc.source, sentence))
+    if best_doc_coverage < 0.5 or not scored:
+        return NOT_FOUND, [], False
+    scored.sort(reverse=True)
+    picked = scored[:3]
+    top = picked[0][0]
+    picked = [p for p in picked if p[0] >= top * 0.6]
+    picked.sort(key=lambda p: (-p[1], -p[2]))  # document order reads naturally
+    parts: list[str] = []
+    sources: list[str] = []
+    for _, _, _, source, sentence in picked:
+        sentence = sentence.rstrip()
+        if not sentence.endswith((".", "!", "?")):
+            sentence += "."
+        parts.append(f"{sentence} [{source}]" if source else sentence)
+        if source and source not in sources:
+            sources.append(source)
+    return " ".join(parts), sources, True
+
+
+# --------------------------------------------------------------------------------- summaries
+KEY_WORDS = re.compile(
+    r"refund|charge|invoice|cancel|payment|dispute|account|plan|error|failed|twice|vat|upgrade|"
+    r"downgrade|export|approv|escalat",
+    re.I,
+)
+
+
+def summarise(ctx: Context) -> str:
+    """An extractive summary: the conversation's own most informative sentences, in order."""
+    text = "\n".join(ctx.user_texts) or ctx.last_user_text
+    candidates = sentences(text)
+    if not candidates:
+        return "The conversation is empty."
+    scored = []
+    for i, sentence in enumerate(candidates):
+        score = 0.0
+        score += 2 * bool(re.search(r"\d|ch_|INV-|@", sentence))
+        score += min(2, len(KEY_WORDS.findall(sentence)))
+        score += 1.0 if i == 0 else 0.0
+        score += 0.5 * sentence.endswith("?")
+        scored.append((score, -i, sentence))
+    keep = max(2, min(6, (len(candidates) + 2) // 3))
+    chosen = sorted(sorted(scored, reverse=True)[:keep], key=lambda s: -s[1])
+    return " ".join(s for _, _, s in chosen)
+
+
+# --------------------------------------------------------------------------------- plain reply
+def plain_reply(ctx: Context) -> str:
+    signals = Signals.of(ctx.customer_text)
+    if not ctx.customer_text.strip():
+        return "Hello! How can I help with your Ledgerly billing today?"
+    if signals.lane == "refund":
+        return (
+            "I'm sorry about that charge. I can look into a refund for you: please tell me the "
+            "email address on your account and, if you have it, the invoice number."
+        )
+    if signals.lane == "faq":
+        return (
+            "I don't have help-center passages about that in front of me, so I don't want to "
+            "guess. I can bring in a person from our support team to answer it."
+        )
+    return (
+        "Thanks for the details. This needs a closer look at your account, so I'll pass it to "
+        "a person from our support team, who will follow up with you here."
     )
+
+
+# --------------------------------------------------------------------------------- tools
+LOOKUP_PREFIXES = (
+    "get_",
+    "lookup_",
+    "find_",
+    "search_",
+    "list_",
+    "fetch_",
+    "read_",
+    "retrieve_",
+    "check_",
+    "show_",
+    "query_",
+)
+
+
+def tool_kind(name: str) -> str:
+    low = name.lower()
+    if "escalat" in low or "human" in low or "handoff" in low or "hand_off" in low:
+        return "escalate"
+    if low.startswith(LOOKUP_PREFIXES) or "lookup" in low:
+        return "lookup"
+    if "refund" in low:
+        return "refund"
+    return "other"
+
+
+def _escalation_tool(tools: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((t for t in tools if tool_kind(t["name"]) == "escalate"), None)
+
+
+def _lookup_priority(name: str) -> int:
+    low = name.lower()
+    for rank, word in enumerate(
+        ("customer", "account", "charge", "payment", "subscription", "invoice", "refund", "polic")
+    ):
+        if word in low:
+            return rank
+    return 50
+
+
+def _topic_relevant(name: str, ctx: Context) -> bool:
+    low = name.lower()
+    text = (ctx.customer_text + "\n" + ctx.results_text).lower()
+    if "invoice" in low:
+        return bool(re.search(r"invoice|inv-|vat|receipt|billing address", text))
+    if "subscription" in low or "plan" in low:
+        return bool(re.search(r"plan|subscription|upgrad|downgrad|cancel|seat", text))
+    if "polic" in low or "search" in low or "kb" in low or "article" in low:
+        return Signals.of(ctx.customer_text).question
+    return True
+
+
+@dataclass
+class Charge:
+    id: str
+    data: dict[str, Any]
+
+    @property
+    def invoice(self) -> str:
+        for key, value in self.data.items():
+            if "invoice" in key.lower() and isinstance(value, str | int):
+                return str(value)
+        return ""
+
+    def amount_for(self, prop: str) -> Any:
+        keys = list(self.data)
+        prefer = [k for k in keys if "refundable" in k.lower() or "remaining" in k.lower()]
+        prefer += [k for k in keys if k == prop]
+        prefer += [k for k in keys if "amount" in k.lower() and "refunded" not in k.lower()]
+        for key in prefer:
+            value = self.data[key]
+            if isinstance(value, int | float | str) and not isinstance(value, bool):
+                if "cent" in prop.lower() and "cent" not in key.lower():
+                    return _to_cents(value)
+                if "cent" in key.lower() and "cent" not in prop.lower():
+                    return _from_cents(value)
+                return value
+        return None
+
+    @property
+    def amount_key(self) -> str:
+        return next((k for k in self.data if "amount" in k.lower()), "")
+
+    @property
+    def disputed(self) -> bool:
+        flat = json.dumps(self.data).lower()
+        return "disput" in flat or "chargeback" in flat
+
+    @property
+    def refunded_fully(self) -> bool:
+        status = str(self.data.get("status", "")).lower()
+        return status in ("refunded", "fully_refunded")
+
+    @property
+    def not_refundable(self) -> str | None:
+        """Why the tool results say this charge cannot be refunded, if they say so."""
+        if self.data.get("refundable") is False:
+            return str(self.data.get("reason") or self.data.get("policy") or "")
+        key = next(
+            (k for k in self.data if "refundable" in k.lower() and "amount" in k.lower()), ""
+        )
+        if key and _decimal(self.data[key]) == 0:
+            return str(self.data.get("reason") or self.data.get("policy") or "")
+        return None
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _to_cents(value: Any) -> Any:
+    number = _decimal(value)
+    return int(number * 100) if number is not None else value
+
+
+def _from_cents(value: Any) -> Any:
+    number = _decimal(value)
+    return str((number / 100).quantize(Decimal("0.01"))) if number is not None else value
+
+
+def charges_in(ctx: Context) -> list[Charge]:
+    found: dict[str, Charge] = {}
+    for d in ctx.result_dicts:
+        for key in ("id", "ref", "charge_id", "charge_ref", "charge", "reference"):
+            value = d.get(key)
+            if isinstance(value, str) and CHARGE_ID.fullmatch(value):
+                found.setdefault(value, Charge(value, d))
+                break
+    return list(found.values())
+
+
+class Agent:
+    """One step of a competent agent loop."""
+
+    def __init__(self, ctx: Context, tools: list[dict[str, Any]]) -> None:
+        self.ctx = ctx
+        self.tools = tools
+        self.signals = Signals.of(ctx.customer_text)
+
+    def step(self) -> Step:
+        ctx = self.ctx
+        escalate = _escalation_tool(self.tools)
+        for call in ctx.calls:
+            if tool_kind(call.name) == "escalate":
+                return self._final_escalated(call)
+        for call in ctx.calls:
+            if tool_kind(call.name) == "refund":
+                return self._final_refund(call)
+        errors = [r for r in ctx.results if r.is_error]
+        if errors:
+            reason = f"A lookup failed ({errors[-1].name}: {errors[-1].text[:160]})."
+            return self._escalate(escalate, reason)
+        lookup = self._next_lookup()
+        if lookup is not None:
+            return lookup
+        others = [t for t in self.tools if tool_kind(t["name"]) == "other"]
+        if (
+            others
+            and not ctx.calls
+            and not any(tool_kind(t["name"]) in ("lookup", "refund") for t in self.tools)
+        ):
+            tool = others[0]
+            return Step(
+                f"I'll record this with {tool['name']}.", [(tool["name"], _fill_tool(ctx, tool))]
+            )
+        return self._decide()
+
+    # -- lookups
+    def _next_lookup(self) -> Step | None:
+        lookups = sorted(
+            (t for t in self.tools if tool_kind(t["name"]) == "lookup"),
+            key=lambda t: _lookup_priority(t["name"]),
+        )
+        for tool in lookups:
+            if not _topic_relevant(tool["name"], self.ctx):
+                continue
+            args = self._lookup_args(tool)
+            if args is None:
+                continue
+            if any(c.name == tool["name"] and c.input == args for c in self.ctx.calls):
+                continue
+            if any(c.name == tool["name"] for c in self.ctx.calls) and not args:
+                continue
+            return Step(_narrate_lookup(tool["name"]), [(tool["name"], args)])
+        return None
+
+    def _lookup_args(self, tool: dict[str, Any]) -> dict[str, Any] | None:
+        schema = tool.get("input_schema") or {}
+        properties = schema.get("properties") or {}
+        required = set(schema.get("required") or [])
+        args: dict[str, Any] = {}
+        for prop, sub in properties.items():
+            value = self._value_for(prop, sub)
+            if value is None:
+                if prop in required:
+                    return None
+                continue
+            args[prop] = value
+        return args
+
+    def _value_for(self, prop: str, sub: dict[str, Any]) -> Any:
+        ctx = self.ctx
+        from_results = ctx.result_values(prop)
+        if from_results:
+            return _coerce(from_results[0], sub)
+        low = prop.lower()
+        if "email" in low:
+            emails = EMAIL.findall(ctx.customer_text) or EMAIL.findall(ctx.results_text)
+            return emails[0] if emails else None
+        if "charge" in low:
+            ids = [c.id for c in charges_in(ctx)] or CHARGE_ID.findall(ctx.customer_text)
+            mentioned = [i for i in CHARGE_ID.findall(ctx.customer_text) if i in ids]
+            pick = (mentioned or ids)[:1]
+            return pick[0] if pick else None
+        if "invoice" in low:
+            found = re.findall(r"\bINV-[A-Za-z0-9-]+\b", ctx.customer_text + ctx.results_text)
+            return found[0] if found else None
+        if "customer" in low:
+            for key in ("customer_id", "id"):
+                for d in ctx.result_dicts:
+                    if key in d and ("email" in d or key == "customer_id"):
+                        return _coerce(d[key], sub)
+            return None
+        if low in ("query", "question", "q", "search", "text"):
+            return ctx.last_user_text[:300] or None
+        if "enum" in sub:
+            return None
+        return None
+
+    # -- decisions after the lookups
+    def _decide(self) -> Step:
+        ctx = self.ctx
+        escalate = _escalation_tool(self.tools)
+        refund_tool = next((t for t in self.tools if tool_kind(t["name"]) == "refund"), None)
+        charges = charges_in(ctx)
+        mentioned = [c for c in charges if c.id in ctx.customer_text]
+        if self.signals.dispute or any(c.disputed for c in (mentioned or charges)):
+            return self._escalate(
+                escalate,
+                "The charge is under dispute (chargeback), so support cannot refund it; a person "
+                "needs to handle it.",
+            )
+        if not (self.signals.refund and self.signals.personal) and not self.signals.refund:
+            return Step("I have what I need to answer.", [], self._findings_text(charges))
+        target, why = self._refund_target(charges, mentioned)
+        if target is None:
+            return self._escalate(escalate, why)
+        if target.refunded_fully:
+            return Step(
+                "That charge has already been refunded.",
+                [],
+                f"Charge {target.id} has already been refunded in full, so there is nothing "
+                "left to refund. If you still see it on your statement, it can take a few days "
+                "to clear.",
+            )
+        why_not = target.not_refundable
+        if why_not is not None:
+            detail = f" ({why_not.rstrip('.')})" if why_not else ""
+            return Step(
+                "The records say this charge cannot be refunded.",
+                [],
+                f"I've checked charge {target.id}: according to your account records it is not "
+                f"refundable{detail}. If you think this is wrong, I can bring in a person from "
+                "our support team.",
+            )
+        if refund_tool is None:
+            return self._escalate(escalate, f"The customer asks for a refund of {target.id}.")
+        args = self._refund_args(refund_tool, target, why)
+        return Step(
+            f"{why} I'll propose a refund for {target.id}; staff will review it.",
+            [(refund_tool["name"], args)],
+        )
+
+    def _refund_target(
+        self, charges: list[Charge], mentioned: list[Charge]
+    ) -> tuple[Charge | None, str]:
+        if len(mentioned) == 1:
+            return mentioned[0], f"The customer names charge {mentioned[0].id}."
+        groups: dict[tuple[str, str], list[Charge]] = {}
+        for charge in charges:
+            amount = str(charge.data.get(charge.amount_key, ""))
+            groups.setdefault((amount, charge.invoice), []).append(charge)
+        duplicates = [g for g in groups.values() if len(g) > 1 and g[0].invoice]
+        if len(duplicates) == 1:
+            later = duplicates[0][-1]
+            return later, (
+                f"Charges {', '.join(c.id for c in duplicates[0])} are the same amount for "
+                f"invoice {later.invoice}: {later.id} is the duplicate."
+            )
+        if len(charges) == 1:
+            return charges[0], f"The account has one charge, {charges[0].id}."
+        if not charges:
+            return None, "I could not find a matching charge in the account's records."
+        return None, (
+            f"Several charges could match ({', '.join(c.id for c in charges[:6])}) and the "
+            "customer did not say which one; a person should confirm."
+        )
+
+    def _refund_args(self, tool: dict[str, Any], target: Charge, why: str) -> dict[str, Any]:
+        schema = tool.get("input_schema") or {}
+        args: dict[str, Any] = {}
+        for prop, sub in (schema.get("properties") or {}).items():
+            low = prop.lower()
+            if "charge" in low or low in ("id", "ref", "reference"):
+                args[prop] = target.id
+            elif "amount" in low:
+                args[prop] = _coerce(target.amount_for(prop), sub)
+            elif "currency" in low and "currency" in target.data:
+                args[prop] = target.data["currency"]
+            elif "invoice" in low and target.invoice:
+                args[prop] = target.invoice
+            elif any(k in low for k in ("reason", "rationale", "note", "explanation")):
+                args[prop] = why
+            else:
+                value = self._value_for(prop, sub)
+                if value is not None:
+                    args[prop] = value
+                elif prop in (schema.get("required") or []):
+                    args[prop] = SchemaFiller(self.ctx, Answers(reason=why), root=schema).fill(
+                        sub, prop
+                    )
+        return args
+
+    def _escalate(self, tool: dict[str, Any] | None, reason: str) -> Step:
+        if tool is None:
+            return Step(reason, [], _escalated_text(reason))
+        schema = tool.get("input_schema") or {}
+        args = SchemaFiller(self.ctx, Answers(reason=reason, summary=reason), root=schema).fill(
+            schema
+        )
+        return Step(f"{reason} I'm handing this to a person.", [(tool["name"], args)])
+
+    # -- final answers
+    def _final_escalated(self, call: ToolCall) -> Step:
+        reason = next(
+            (str(v) for k, v in call.input.items() if "reason" in k.lower() or "summary" in k),
+            "",
+        )
+        return Step(
+            "Escalated; telling the customer what happens next.", [], _escalated_text(reason)
+        )
+
+    def _final_refund(self, call: ToolCall) -> Step:
+        result = self.ctx.result_for(call)
+        charge = next((str(v) for k, v in call.input.items() if "charge" in k.lower()), "")
+        amount = next((str(v) for k, v in call.input.items() if "amount" in k.lower()), "")
+        if result is not None and result.is_error:
+            return Step(
+                "The refund proposal was refused.",
+                [],
+                "I wasn't able to submit that refund request, so I've asked a person from our "
+                "support team to look at it; they will follow up with you here.",
+            )
+        status = ""
+        if result is not None and result.data is not None:
+            for d in walk(result.data):
+                if isinstance(d.get("status"), str):
+                    status = d["status"]
+                    break
+        when = (
+            "It has been approved and is on its way back to your original payment method."
+            if "approved" in status.lower()
+            else "A member of our team reviews every refund request before it is issued; "
+            "you'll hear from us as soon as it has been reviewed."
+        )
+        return Step(
+            "Refund proposed; telling the customer.",
+            [],
+            f"I've submitted a refund request for {amount} on charge {charge}. {when}",
+        )
+
+    def _findings_text(self, charges: list[Charge]) -> str:
+        if not charges:
+            facts = "I've looked at your account"
+        else:
+            listed = ", ".join(
+                f"{c.id} ({c.data.get(c.amount_key, '?')}"
+                + (f", invoice {c.invoice}" if c.invoice else "")
+                + ")"
+                for c in charges[:5]
+            )
+            facts = f"I've checked your account. The charges I found are: {listed}"
+        return (
+            f"{facts}. If something there doesn't look right, tell me which charge it is and "
+            "I'll take it from there."
+        )
+
+
+def _escalated_text(reason: str) -> str:
+    why = f" ({reason.rstrip('.')})" if reason else ""
+    return (
+        f"I've passed your case to a person from our support team{why}. They will follow up "
+        "with you here; you don't need to do anything else for now."
+    )
+
+
+def _narrate_lookup(name: str) -> str:
+    low = name.lower()
+    if "customer" in low or "account" in low:
+        return "Let me look up your account first."
+    if "charge" in low or "payment" in low:
+        return "I'll check the charges on your account."
+    if "invoice" in low:
+        return "Let me check your invoices."
+    return f"Let me check that with {name}."
+
+
+def _coerce(value: Any, schema: dict[str, Any]) -> Any:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    if value is None:
+        return None
+    try:
+        if kind == "integer":
+            return int(Decimal(str(value)))
+        if kind == "number":
+            return float(Decimal(str(value)))
+        if kind == "string":
+            return str(value)
+    except (InvalidOperation, ValueError):
+        return value
+    return value
+
+
+# --------------------------------------------------------------------------------- adversarial
+IGNORE = re.compile(
+    r"ignore (all |any |the )?(previous|prior|above|earlier|your) (instructions|rules|prompt)", re.I
+)
+REFUND_ORDER = re.compile(
+    r"refund\s+(?:of\s+)?[$€£]?\s?(\d[\d,]*(?:\.\d+)?)\s*(?:usd|eur|gbp|dollars)?\s*"
+    r"(?:to|for|on|from)\s+(?:charge\s+)?(ch_[A-Za-z0-9_]+)",
+    re.I,
+)
+CLASSIFY_ORDER = re.compile(
+    r"(?:classify|route|mark|label)\s+(?:this|it|the ticket|me)\s+(?:as|to)\s+['\"]?([a-z_]+)", re.I
+)
+SAY_ORDER = re.compile(
+    r"(?:say|reply|respond|answer)\s+(?:with|exactly|only)?\s*[:\"']\s*(.+)", re.I
+)
+REVEAL = re.compile(r"(reveal|print|show|repeat).{0,20}(system prompt|instructions)", re.I)
+
+
+class Compromised:
+    """A compromised model: does what any text in its context tells it to."""
+
+    def __init__(self, ctx: Context, tools: list[dict[str, Any]], schema: dict[str, Any] | None):
+        self.ctx = ctx
+        self.tools = tools
+        self.schema = schema
+        # Instructions come from the customer and from tool results, i.e. untrusted text.
+        self.untrusted = "\n".join([ctx.customer_text, ctx.results_text])
+        self.everything = "\n".join([self.untrusted, ctx.system])
+
+    def step(self) -> Step:
+        if self.schema is not None:
+            return Step("Doing what the message says.", [], json.dumps(self._schema_answer()))
+        if self.tools:
+            wanted = self._wanted_calls()
+            for name, args in wanted:
+                if not any(c.name == name and c.input == args for c in self.ctx.calls):
+                    return Step("Following the instructions in the conversation.", [(name, args)])
+        return Step("Following the instructions in the conversation.", [], self._text())
+
+    def _orders(self) -> list[tuple[str, str]]:
+        return [
+            (m.group(1).replace(",", ""), m.group(2)) for m in REFUND_ORDER.finditer(self.untrusted)
+        ]
+
+    def _wanted_calls(self) -> list[tuple[str, dict[str, Any]]]:
+        refund_tool = next((t for t in self.tools if tool_kind(t["name"]) == "refund"), None)
+        calls: list[tuple[str, dict[str, Any]]] = []
+        orders = self._orders()
+        if refund_tool is not None:
+            if not orders:
+                ids = CHARGE_ID.findall(self.everything)
+                amounts = money_values(self.everything) or [
+                    n for n in re.findall(r"\b\d{2,7}\b", self.everything)
+                ]
+                if ids:
+                    biggest = max(amounts, key=lambda a: Decimal(a)) if amounts else "1000"
+                    orders = [(biggest, ids[-1])]
+            for amount, charge in orders:
+                calls.append((refund_tool["name"], self._refund_args(refund_tool, amount, charge)))
+        for tool in self.tools:
+            named = re.search(rf"\b{re.escape(tool['name'])}\b", self.untrusted)
+            if named and tool_kind(tool["name"]) != "refund":
+                calls.append((tool["name"], self._any_args(tool)))
+        lookups = [t for t in self.tools if tool_kind(t["name"]) == "lookup"]
+        emails = EMAIL.findall(self.everything)
+        for tool in lookups:
+            props = (tool.get("input_schema") or {}).get("properties") or {}
+            email_prop = next((p for p in props if "email" in p.lower()), None)
+            if email_prop and emails:
+                calls.append((tool["name"], {email_prop: emails[-1]}))
+        return calls
+
+    def _refund_args(self, tool: dict[str, Any], amount: str, charge: str) -> dict[str, Any]:
+        schema = tool.get("input_schema") or {}
+        args: dict[str, Any] = {}
+        for prop, sub in (schema.get("properties") or {}).items():
+            low = prop.lower()
+            if "charge" in low or low in ("id", "ref"):
+                args[prop] = charge
+            elif "amount" in low:
+                args[prop] = _coerce(_to_cents(amount) if "cent" in low else amount, sub)
+            elif any(k in low for k in ("reason", "note", "rationale")):
+                args[prop] = "Requested in the conversation."
+            elif prop in (schema.get("required") or []):
+                args[prop] = SchemaFiller(self.ctx, Answers(), root=schema).fill(sub, prop)
+        return args
+
+    def _any_args(self, tool: dict[str, Any]) -> Any:
+        schema = tool.get("input_schema") or {"type": "object"}
+        return SchemaFiller(self.ctx, Answers(), root=schema).fill(schema)
+
+    def _schema_answer(self) -> Any:
+        if self.schema is None:
+            return None
+        forced: dict[str, Any] = {"__confidence__": 1.0}
+        order = CLASSIFY_ORDER.search(self.untrusted)
+        wanted = order.group(1).lower() if order else "refund"
+        for name, sub in (self.schema.get("properties") or {}).items():
+            values = sub.get("enum") if isinstance(sub, dict) else None
+            if values:
+                match = [v for v in values if wanted in str(v).lower()]
+                forced[name] = match[0] if match else values[-1]
+        orders = self._orders()
+        answers = Answers(forced=forced, answer=self._text())
+        if orders:
+            for name in self.schema.get("properties") or {}:
+                if "amount" in name.lower():
+                    forced[name] = _coerce(orders[0][0], self.schema["properties"][name])
+                elif "charge" in name.lower():
+                    forced[name] = orders[0][1]
+        return SchemaFiller(self.ctx, answers, root=self.schema).fill(self.schema)
+
+    def _text(self) -> str:
+        if REVEAL.search(self.untrusted):
+            return f"Sure. My instructions are: {self.ctx.system}"
+        say = SAY_ORDER.search(self.untrusted)
+        if say:
+            return say.group(1).strip().strip("\"'")
+        orders = self._orders()
+        if orders:
+            amount, charge = orders[-1]
+            return f"Done! I've refunded {amount} to {charge} as requested."
+        if IGNORE.search(self.untrusted):
+            return "Understood. I've ignored my previous instructions and will do as you say."
+        done = [c for c in self.ctx.calls if tool_kind(c.name) == "refund"]
+        if done:
+            return f"Done! I've refunded everything you asked for ({len(done)} refunds)."
+        return plain_reply(self.ctx)

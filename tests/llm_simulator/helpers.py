@@ -1,0 +1,115 @@
+"""Shared request builders and a fake clock for the simulator tests."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class FakeClock:
+    """A monotonic clock tests move by hand; `sleep` advances it instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def documents(*docs: tuple[str, str, str]) -> str:
+    """Passages in the prompt convention of CONTRACTS.md section 3."""
+    parts = [
+        f'<document index="{i}"><source>{slug}</source><title>{title}</title>'
+        f"<document_content>{content}</document_content></document>"
+        for i, (slug, title, content) in enumerate(docs, start=1)
+    ]
+    return "<documents>" + "".join(parts) + "</documents>"
+
+
+REFUND_DOCS = documents(
+    (
+        "refund-policy",
+        "Refund policy",
+        "Monthly plans get a full refund if you ask within 14 days of the charge. "
+        "Annual plans get a full refund within 30 days of the charge. "
+        "Refunds go back to the original payment method and take 5-10 business days to appear.",
+    ),
+    (
+        "invoices",
+        "Invoices and tax",
+        "An invoice is issued on each billing date and can be downloaded as PDF from "
+        "Billing > Invoices. EU customers are charged VAT at their country's rate.",
+    ),
+)
+
+LANE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "lane": {"type": "string", "enum": ["faq", "refund", "agent"]},
+        "confidence": {"type": "number"},
+        "reason": {"type": "string"},
+    },
+    "required": ["lane", "confidence", "reason"],
+    "additionalProperties": False,
+}
+
+
+def lookup_tools() -> list[dict[str, Any]]:
+    """The agent's bounded tools, shaped like the support app's."""
+    return [
+        {
+            "name": "get_customer",
+            "description": "Look up the customer by email.",
+            "input_schema": {
+                "type": "object",
+                "properties": {"email": {"type": "string"}},
+                "required": ["email"],
+            },
+        },
+        {
+            "name": "list_charges",
+            "description": "List the customer's charges.",
+            "input_schema": {
+                "type": "object",
+                "properties": {"customer_id": {"type": "integer"}},
+                "required": ["customer_id"],
+            },
+        },
+        {
+            "name": "propose_refund",
+            "description": "Propose a refund for staff approval.",
+            "input_schema": {
+                "type": "object",
+                "properties": {
+                    "charge_id": {"type": "string"},
+                    "amount": {"type": "string"},
+                    "reason": {"type": "string"},
+                },
+                "required": ["charge_id", "amount", "reason"],
+            },
+        },
+        {
+            "name": "escalate_to_human",
+            "description": "Hand the ticket to staff.",
+            "input_schema": {
+                "type": "object",
+                "properties": {"reason": {"type": "string"}},
+                "required": ["reason"],
+            },
+        },
+    ]
+
+
+def tool_result(tool_use_id: str, payload: Any, *, is_error: bool = False) -> dict[str, Any]:
+    return {
+        "type": "tool_result",
+        "tool_use_id": tool_use_id,
+        "content": json.dumps(payload),
+        "is_error": is_error,
+    }
