@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Avg, Count
 
 from memory import embeddings
 from memory.models import Article, KnowledgeBaseState
@@ -44,11 +46,11 @@ def articles_list() -> list[Article]:
     return list(Article.objects.order_by("section", "slug"))
 
 
-def _vector_literal(vector: np.ndarray) -> str:
+def vector_literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector.tolist()) + "]"
 
 
-def _set_ef_search(cursor: object) -> None:
+def set_ef_search(cursor: object) -> None:
     # SET LOCAL lasts to the end of the surrounding transaction only.
     cursor.execute(  # type: ignore[attr-defined]
         "SELECT set_config('hnsw.ef_search', %s, true)", [str(settings.MEMORY_HNSW_EF_SEARCH)]
@@ -94,10 +96,10 @@ def passages_search(
     k = k or settings.MEMORY_RETRIEVAL_TOP_K
     mode = mode or settings.MEMORY_RETRIEVAL_MODE  # type: ignore[assignment]
     vector = embeddings.embed_text(query) if query_vector is None else query_vector
-    literal = _vector_literal(vector)
+    literal = vector_literal(vector)
     candidates = max(k * 8, 40)
     with transaction.atomic(), connection.cursor() as cursor:
-        _set_ef_search(cursor)
+        set_ef_search(cursor)
         cursor.execute(_VECTOR_SQL, [literal, literal, candidates])
         vector_rows = cursor.fetchall()
         fts_rows: list[tuple[int, float]] = []
@@ -155,3 +157,34 @@ def passages_as_documents(passages: Sequence[RetrievedPassage]) -> str:
         for i, p in enumerate(passages, start=1)
     ]
     return "<documents>" + "".join(parts) + "</documents>"
+
+
+@dataclass(frozen=True)
+class SemanticCacheStats:
+    lookups: int
+    hits: int
+    hit_rate: float
+    by_reason: dict[str, int]
+    mean_hit_similarity: float | None
+
+
+def semantic_cache_stats(*, since: datetime | None = None) -> SemanticCacheStats:
+    """Hit rate of the semantic cache (all lookups, or those since `since`)."""
+    from memory.models import SemanticCacheLookup
+
+    lookups = SemanticCacheLookup.objects.all()
+    if since is not None:
+        lookups = lookups.filter(created_at__gte=since)
+    by_reason = dict(
+        lookups.values_list("reason").annotate(n=Count("id")).order_by().values_list("reason", "n")
+    )
+    total = sum(by_reason.values())
+    hits = by_reason.get("hit", 0)
+    mean = lookups.filter(hit=True).aggregate(m=Avg("similarity"))["m"]
+    return SemanticCacheStats(
+        lookups=total,
+        hits=hits,
+        hit_rate=round(hits / total, 4) if total else 0.0,
+        by_reason=by_reason,
+        mean_hit_similarity=mean,
+    )

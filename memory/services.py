@@ -6,12 +6,15 @@ Public functions are keyword-only. Reads live in selectors.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.utils import timezone
 
-from memory import embeddings
+from memory import embeddings, selectors
 from memory.knowledge import (
     HELPCENTER_DIR,
     ArticleSource,
@@ -20,7 +23,14 @@ from memory.knowledge import (
     load_directory,
     passage_embedding_text,
 )
-from memory.models import Article, Chunk, KnowledgeBaseState
+from memory.models import (
+    Article,
+    Chunk,
+    KnowledgeBaseState,
+    SemanticCacheEntry,
+    SemanticCacheLookup,
+)
+from memory.semantic_cache import amounts_in, customer_specific_reasons, guard_allows
 
 # One advisory-lock key for every write to the knowledge base, so two workers re-indexing at
 # once cannot interleave their chunk rows or double-bump the version.
@@ -238,3 +248,147 @@ def helpcenter_ingest(
         chunks_written=chunks,
         kb_version=version,
     )
+
+
+# --- Semantic answer cache ------------------------------------------------------------------------
+
+
+class CustomerSpecificAnswer(ValueError):
+    """The answer or question names one customer's data; it must not be cached."""
+
+
+@dataclass(frozen=True)
+class CachedAnswer:
+    entry_id: int
+    question: str  # the cached question this one matched
+    answer: str
+    sources: list[dict[str, str]]
+    similarity: float
+
+
+_public_amounts: dict[int, frozenset[str]] = {}
+
+
+def _help_center_amounts(kb_version: int) -> frozenset[str]:
+    # Amounts the help center states (prices, limits, worked examples) are public; keyed by the
+    # KB version so an edited article is seen at once.
+    if kb_version not in _public_amounts:
+        texts = Article.objects.values_list("title", "body")
+        _public_amounts.clear()
+        _public_amounts[kb_version] = frozenset(
+            amount for title, body in texts for amount in amounts_in(f"{title}\n{body}")
+        )
+    return _public_amounts[kb_version]
+
+
+def semantic_cache_store(
+    *,
+    question: str,
+    answer: str,
+    sources: list[dict[str, str]],
+    prompt_version: str,
+    ttl_seconds: int | None = None,
+) -> SemanticCacheEntry:
+    """Cache a generic FAQ answer under the current KB version and `prompt_version`.
+
+    Precondition: the answer came from the FAQ lane (help-center passages only, no customer
+    lookups). Raises CustomerSpecificAnswer when the question or answer names an email, an
+    invoice number, a payment reference or an amount the help center does not state.
+    """
+    kb_version = selectors.kb_version_get()
+    public = _help_center_amounts(kb_version)
+    reasons = customer_specific_reasons(question, public_amounts=public) + (
+        customer_specific_reasons(answer, public_amounts=public)
+    )
+    if reasons:
+        raise CustomerSpecificAnswer("; ".join(dict.fromkeys(reasons)))
+    provider = embeddings.get_provider()
+    ttl = settings.SEMANTIC_CACHE_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+    entry, _ = SemanticCacheEntry.objects.update_or_create(
+        question_hash=embeddings.content_hash(question),
+        prompt_version=prompt_version,
+        kb_version=kb_version,
+        model_id=provider.model_id,
+        defaults={
+            "question": question,
+            "embedding": embeddings.embed_text(question),
+            "answer": answer,
+            "sources": sources,
+            "expires_at": timezone.now() + timedelta(seconds=ttl),
+        },
+    )
+    return entry
+
+
+_CACHE_CANDIDATES_SQL = """
+    SELECT id, question, 1 - (embedding <=> %s::vector) AS similarity
+    FROM memory_semanticcacheentry
+    WHERE prompt_version = %s AND kb_version = %s AND model_id = %s AND expires_at > %s
+    ORDER BY embedding <=> %s::vector
+    LIMIT 5
+"""
+
+
+def semantic_cache_lookup(
+    *, question: str, prompt_version: str, threshold: float | None = None
+) -> CachedAnswer | None:
+    """A cached answer to `question`, or None. Every lookup is recorded (hit rate, similarity).
+
+    A hit needs: same prompt version, current KB version, unexpired, cosine similarity at or
+    above SEMANTIC_CACHE_THRESHOLD, and the same answer-changing terms (see semantic_cache.py).
+    """
+    if not settings.SEMANTIC_CACHE_ENABLED:
+        return None
+    threshold = settings.SEMANTIC_CACHE_THRESHOLD if threshold is None else threshold
+    kb_version = selectors.kb_version_get()
+    provider = embeddings.get_provider()
+    literal = selectors.vector_literal(embeddings.embed_text(question))
+    with transaction.atomic(), connection.cursor() as cursor:
+        selectors.set_ef_search(cursor)
+        cursor.execute(
+            _CACHE_CANDIDATES_SQL,
+            [literal, prompt_version, kb_version, provider.model_id, timezone.now(), literal],
+        )
+        candidates = cursor.fetchall()
+    best = float(candidates[0][2]) if candidates else None
+    chosen: tuple[int, str, float] | None = None
+    reason = "empty"
+    for entry_id, cached_question, similarity in candidates:
+        if similarity < threshold:
+            reason = "below_threshold"
+            break
+        if not guard_allows(cached_question, question):
+            reason = "guard_mismatch"
+            continue
+        chosen = (entry_id, cached_question, float(similarity))
+        reason = "hit"
+        break
+    SemanticCacheLookup.objects.create(
+        question=question,
+        hit=chosen is not None,
+        similarity=chosen[2] if chosen else best,
+        entry_id=chosen[0] if chosen else None,
+        reason=reason,
+        prompt_version=prompt_version,
+        kb_version=kb_version,
+    )
+    if chosen is None:
+        return None
+    SemanticCacheEntry.objects.filter(id=chosen[0]).update(hits=F("hits") + 1)
+    entry = SemanticCacheEntry.objects.get(id=chosen[0])
+    return CachedAnswer(
+        entry_id=entry.id,
+        question=entry.question,
+        answer=entry.answer,
+        sources=list(entry.sources),
+        similarity=chosen[2],
+    )
+
+
+def semantic_cache_purge(*, now: datetime | None = None) -> int:
+    """Delete expired entries and entries of older KB versions. Returns how many."""
+    now = now or timezone.now()
+    deleted, _ = SemanticCacheEntry.objects.filter(
+        Q(expires_at__lte=now) | Q(kb_version__lt=selectors.kb_version_get())
+    ).delete()
+    return deleted
