@@ -119,6 +119,11 @@ class CircuitBreaker:
         if probe:
             self._probe_success(keys=self._keys(model))
 
+    def release_probe(self, model: str) -> None:
+        """Give the probe lease back unused (the call was not made, or failed for reasons that
+        say nothing about the model's health), so another caller can probe at once."""
+        self._allow.registered_client.delete(self._keys(model)[1])
+
     def state(self, model: str) -> str:
         """'closed' or 'open' as the shared state says now (for dashboards and tests)."""
         client = self._allow.registered_client

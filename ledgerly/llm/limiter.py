@@ -71,15 +71,19 @@ end
 return 1
 """
 
-# Lower buckets to what the provider says remains. ARGV: r, i, o remaining ('' = unknown).
+# Lower buckets to what the provider says remains. ARGV per dimension (r, i, o): remaining
+# ('' = unknown), ms until the provider's bucket is full again, our refill rate per ms. At zero
+# remaining the bucket goes into debt until the provider's reset, so nothing is sent before it.
 _OBSERVE = """
 local state = redis.call('HMGET', KEYS[1], 'r', 'i', 'o')
 local dims = {'r', 'i', 'o'}
 for d = 1, 3 do
-  local remaining = tonumber(ARGV[d])
+  local remaining = tonumber(ARGV[3 * d - 2])
   local level = tonumber(state[d])
-  if remaining and level and remaining < level then
-    redis.call('HSET', KEYS[1], dims[d], remaining)
+  if remaining and level then
+    local target = remaining
+    if remaining <= 0 then target = -tonumber(ARGV[3 * d]) * tonumber(ARGV[3 * d - 1]) end
+    if target < level then redis.call('HSET', KEYS[1], dims[d], target) end
   end
 end
 return 1
@@ -137,13 +141,19 @@ class RateLimiter:
     def observe(
         self,
         family: str,
-        *,
-        requests: int | None,
-        input_tokens: int | None,
-        output_tokens: int | None,
+        limits: RateLimits,
+        remaining: dict[str, tuple[int, float] | None],
     ) -> None:
-        """Lower this family's buckets to the provider's reported remaining capacity."""
-        self._observe(
-            keys=[f"{_PREFIX}:{family}"],
-            args=["" if v is None else v for v in (requests, input_tokens, output_tokens)],
-        )
+        """Lower this family's buckets to the provider's reported remaining capacity.
+
+        `remaining` maps "requests", "input-tokens", "output-tokens" to (remaining, seconds
+        until the provider's bucket is full again), or None when not reported."""
+        args: list[str | int | float] = []
+        for kind, limit in (
+            ("requests", limits.rpm),
+            ("input-tokens", limits.itpm),
+            ("output-tokens", limits.otpm),
+        ):
+            seen = remaining.get(kind)
+            args += ["", 0, 0] if seen is None else [seen[0], seen[1] * 1000, limit / 60000]
+        self._observe(keys=[f"{_PREFIX}:{family}"], args=args)

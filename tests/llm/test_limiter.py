@@ -50,16 +50,29 @@ def test_settling_gives_back_unused_output_tokens(redis_client):
     assert wait == 0
 
 
-def test_provider_headers_showing_little_room_slow_us_down(redis_client):
+def test_provider_reporting_a_few_requests_left_lowers_our_bucket(redis_client):
     limiter = RateLimiter(redis_client, burst_seconds=10)
     limits = RateLimits(rpm=600, itpm=10**9, otpm=10**9)  # bucket of 100 requests
     limiter.try_acquire("haiku", limits, input_tokens=1, output_tokens=1)
 
-    limiter.observe("haiku", requests=0, input_tokens=None, output_tokens=None)
+    limiter.observe("haiku", limits, {"requests": (2, 1.0), "input-tokens": None})
+    granted = [
+        limiter.try_acquire("haiku", limits, input_tokens=1, output_tokens=1)[0] for _ in range(3)
+    ]
+
+    assert [g is not None for g in granted] == [True, True, False]
+
+
+def test_provider_reporting_nothing_left_stops_us_until_its_reset(redis_client):
+    limiter = RateLimiter(redis_client, burst_seconds=10)
+    limits = RateLimits(rpm=600, itpm=10**9, otpm=10**9)  # bucket of 100 requests
+    limiter.try_acquire("haiku", limits, input_tokens=1, output_tokens=1)
+
+    limiter.observe("haiku", limits, {"requests": (0, 3.0)})
     permit, wait = limiter.try_acquire("haiku", limits, input_tokens=1, output_tokens=1)
 
     assert permit is None
-    assert 0 < wait <= 0.1
+    assert wait == pytest.approx(3.1, abs=0.05)  # until the provider's reset, then one more
 
 
 @pytest.mark.slow

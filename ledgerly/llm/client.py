@@ -1,0 +1,59 @@
+"""Builds the `anthropic` SDK client: real Claude with an API key, the simulator without one.
+
+Either way the SDK's own retry, timeout and parsing code runs, under the gateway's wrapper
+transport (ledgerly/llm/transport.py).
+"""
+
+from __future__ import annotations
+
+import anthropic
+import httpx2
+import structlog
+
+from ledgerly.llm.conf import GatewayConfig
+from ledgerly.llm.transport import GatewayTransport, RateObserver
+
+log = structlog.get_logger(__name__)
+
+SIMULATOR_API_KEY = "sk-sim-offline-ledgerly"  # the simulator checks a key is present, not which
+
+
+def inner_transport(config: GatewayConfig) -> tuple[httpx2.BaseTransport, bool]:
+    """The transport that really answers, and whether it is the simulator."""
+    if config.api_key:
+        return httpx2.HTTPTransport(limits=anthropic.DEFAULT_CONNECTION_LIMITS), False
+    from ledgerly.llm.simulator import SimulatorTransport
+
+    return SimulatorTransport(), True
+
+
+def build_client(
+    config: GatewayConfig,
+    *,
+    inner: httpx2.BaseTransport | None = None,
+    on_rate_headers: RateObserver | None = None,
+) -> tuple[anthropic.Anthropic, bool]:
+    """An SDK client whose requests pass through GatewayTransport; returns (client, simulated).
+
+    `inner` replaces the answering transport (tests and the benchmark pass a SimulatorTransport
+    they control); with neither `inner` nor ANTHROPIC_API_KEY the simulator answers.
+    """
+    simulated = inner is not None or not config.api_key
+    if inner is None:
+        inner, simulated = inner_transport(config)
+    if simulated:
+        log.warning(
+            "llm.simulator_answering",
+            detail="No ANTHROPIC_API_KEY: the offline simulator, not Claude, answers model calls.",
+        )
+    transport = GatewayTransport(
+        inner, retry_after_cap=config.retry_after_cap_seconds, on_rate_headers=on_rate_headers
+    )
+    client = anthropic.Anthropic(
+        api_key=config.api_key if config.api_key and not simulated else SIMULATOR_API_KEY,
+        base_url="https://api.anthropic.com",
+        http_client=httpx2.Client(transport=transport, timeout=config.call_timeout_seconds),
+        max_retries=config.max_retries,
+        timeout=config.call_timeout_seconds,
+    )
+    return client, simulated
