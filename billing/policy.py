@@ -179,7 +179,9 @@ def evaluate_refund(*, charge: Charge, at: dt.datetime) -> RefundDecision:
     charged_on = utc_date(charge.charged_at)
     today = utc_date(at)
     days = (today - charged_on).days
-    remaining = charge.amount - charge.refunded_amount - charge.refund_pending_amount
+    remaining = (charge.amount - charge.refunded_amount - charge.refund_pending_amount).quantize(
+        CENT
+    )
 
     def no(clause: str, reason: str, **extra: object) -> RefundDecision:
         return RefundDecision(
@@ -195,7 +197,7 @@ def evaluate_refund(*, charge: Charge, at: dt.datetime) -> RefundDecision:
         )
 
     def yes(clause: str, amount: Decimal, reason: str) -> RefundDecision:
-        amount = min(amount, remaining)
+        amount = min(amount, remaining).quantize(CENT)
         capped = (
             f" {_money(charge.amount - remaining, currency)} of the charge was already refunded"
             f" or is being refunded, so at most the remaining {_money(remaining, currency)} can be."

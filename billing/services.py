@@ -100,16 +100,20 @@ Actor = AbstractBaseUser | AnonymousUser
 
 
 # --- refund requests ------------------------------------------------------------------------------
+def _money_str(amount: Decimal) -> str:
+    return str(Decimal(amount).quantize(Decimal("0.01")))
+
+
 def _charge_facts(charge: Charge) -> dict[str, Any]:
     return {
         "ref": charge.ref,
-        "amount": str(charge.amount),
+        "amount": _money_str(charge.amount),
         "currency": charge.currency,
         "status": charge.status,
         "charged_at": charge.charged_at.isoformat(),
         "payment_method": charge.payment_method,
-        "refunded_amount": str(charge.refunded_amount),
-        "refund_pending_amount": str(charge.refund_pending_amount),
+        "refunded_amount": _money_str(charge.refunded_amount),
+        "refund_pending_amount": _money_str(charge.refund_pending_amount),
         "disputed_at": charge.disputed_at.isoformat() if charge.disputed_at else None,
     }
 
@@ -405,7 +409,11 @@ def _lock_request(refund_request_id: int) -> None:
 def _phase_record_success(*, key_id: int, result: ProcessorRefund) -> Refund:
     now = timezone.now()
     with transaction.atomic():
-        row = IdempotencyKey.objects.select_for_update().select_related("refund").get(pk=key_id)
+        row = (
+            IdempotencyKey.objects.select_for_update(of=("self",))
+            .select_related("refund")
+            .get(pk=key_id)
+        )
         if row.recovery_point == RecoveryPoint.FINISHED:
             return _recorded_result(row)  # a concurrent resumer recorded it first
         refund = row.refund
@@ -441,7 +449,11 @@ def _phase_record_success(*, key_id: int, result: ProcessorRefund) -> Refund:
 def _phase_record_failure(*, key_id: int, error: ProcessorError) -> None:
     now = timezone.now()
     with transaction.atomic():
-        row = IdempotencyKey.objects.select_for_update().select_related("refund").get(pk=key_id)
+        row = (
+            IdempotencyKey.objects.select_for_update(of=("self",))
+            .select_related("refund")
+            .get(pk=key_id)
+        )
         if row.recovery_point == RecoveryPoint.FINISHED:
             return
         refund = row.refund
