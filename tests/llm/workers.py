@@ -6,6 +6,7 @@ Each opens its own Redis connection from the URL it is given, as a separate work
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 
@@ -59,3 +60,62 @@ def fail_model_calls(redis_url: str, model: str, failures: int) -> str:
     for _ in range(failures):
         result = breaker.record_failure(model, probe=False)
     return result
+
+
+def _django_child(db_name: str, env: dict[str, str]) -> None:
+    """Set up Django in a spawned process against the test run's database `db_name`."""
+    import os
+
+    os.environ.update(env)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "ledgerly.settings"
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    settings.DATABASES["default"]["NAME"] = db_name
+
+
+def gateway_calls(
+    db_name: str,
+    env: dict[str, str],
+    calls: int,
+    headers: dict[str, str],
+    run_id: str,
+    barrier: Any = None,
+) -> list[str]:
+    """Make `calls` concurrent small-tier gateway calls (one thread each) in this process, after
+    every process has reached `barrier` (if given); returns each call's result: "ok", "static"
+    or the exception's class name."""
+    _django_child(db_name, env)
+    import concurrent.futures
+
+    from django.db import connection
+
+    from ledgerly import llm
+    from ledgerly.llm import gateway
+    from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
+
+    gateway.install(gateway.Gateway(inner_transport=SimulatorTransport(SimulatorConfig())))
+    if barrier is not None:
+        barrier.wait()
+
+    def one(_: int) -> str:
+        try:
+            completion = llm.complete(
+                tier="small",
+                purpose="route",
+                prompt="route_ticket",
+                messages=[{"role": "user", "content": "Where can I find my invoices?"}],
+                max_tokens=100,
+                run_id=run_id,
+                extra_headers=headers,
+            )
+            return "static" if completion.static else "ok"
+        except llm.LLMError as exc:
+            return type(exc).__name__
+        finally:
+            connection.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=calls) as pool:
+        return list(pool.map(one, range(calls)))
