@@ -77,7 +77,7 @@ class Completion:
     stop_reason: str | None
     model: str  # exact model id; "" for the static answer
     tier: str  # the tier that served ("" for static)
-    call_id: int | None  # LLMCall pk of the serving step
+    call_id: int  # LLMCall pk of the serving step (or of the static answer)
     cost_usd: Decimal
     usage: dict[str, int]
     fallback: bool

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ledgerly.llm import gateway as gateway_module
@@ -56,5 +58,5 @@ def gateway(make_gateway):
     return make_gateway()
 
 
-def user(text: str) -> list[dict]:
+def user(text: str) -> list[Any]:
     return [{"role": "user", "content": text}]

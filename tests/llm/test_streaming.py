@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import anthropic
 import httpx2
 import pytest
@@ -9,7 +11,7 @@ from ledgerly.llm.conf import config
 from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
 from tests.llm.conftest import LOOKUP_TOOL, ROUTE_SCHEMA, user
 
-REQUESTS = {
+REQUESTS: dict[str, dict[str, Any]] = {
     "text": {"messages": user("How do I download an invoice as a PDF?")},
     "tool_use": {
         "messages": user("Please look up charge ch_3PqR on my card."),
@@ -30,7 +32,7 @@ def fresh_client() -> anthropic.Anthropic:
 
 @pytest.mark.parametrize("kind", sorted(REQUESTS))
 def test_streaming_through_the_gateway_transport_assembles_the_same_message(kind):
-    params = {
+    params: dict[str, Any] = {
         "model": "claude-haiku-5-5",
         "max_tokens": 300,
         "system": [{"type": "text", "text": "You are Ledgerly's support assistant."}],
