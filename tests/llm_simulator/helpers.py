@@ -113,3 +113,51 @@ def tool_result(tool_use_id: str, payload: Any, *, is_error: bool = False) -> di
         "content": json.dumps(payload),
         "is_error": is_error,
     }
+
+
+def run_agent(
+    client: Any,
+    *,
+    user: str,
+    results: dict[str, Any],
+    errors: frozenset[str] = frozenset(),
+    thinking: bool = False,
+    extra_headers: dict[str, str] | None = None,
+    max_turns: int = 8,
+) -> tuple[list[tuple[str, dict[str, Any]]], Any]:
+    """Drive the simulator through a tool loop; returns (tool calls made, final message).
+
+    `results` maps tool name -> the JSON its tool returns; tools in `errors` return is_error.
+    """
+    messages: list[dict[str, Any]] = [{"role": "user", "content": user}]
+    calls: list[tuple[str, dict[str, Any]]] = []
+    extra: dict[str, Any] = {"thinking": {"type": "adaptive"}} if thinking else {}
+    message = None
+    for _ in range(max_turns):
+        message = client.messages.create(
+            model="claude-sonnet-5-5",
+            max_tokens=2000,
+            tools=lookup_tools(),
+            messages=messages,
+            extra_headers=extra_headers or {},
+            **extra,
+        )
+        messages.append({"role": "assistant", "content": [b.to_dict() for b in message.content]})
+        uses = [b for b in message.content if b.type == "tool_use"]
+        if message.stop_reason != "tool_use":
+            break
+        calls.extend((b.name, dict(b.input)) for b in uses)
+        messages.append(
+            {
+                "role": "user",
+                "content": [
+                    tool_result(
+                        b.id,
+                        {"error": "lookup failed"} if b.name in errors else results[b.name],
+                        is_error=b.name in errors,
+                    )
+                    for b in uses
+                ],
+            }
+        )
+    return calls, message
