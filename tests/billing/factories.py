@@ -23,7 +23,7 @@ from billing.models import (
 from billing.policy import add_months
 
 _seq = itertools.count(1)
-PRICES = {
+PRICES: dict[tuple[str, str], Decimal] = {
     (PlanCode.STARTER, Interval.MONTHLY): Decimal("19.00"),
     (PlanCode.STARTER, Interval.ANNUAL): Decimal("190.00"),
     (PlanCode.GROWTH, Interval.MONTHLY): Decimal("49.00"),
