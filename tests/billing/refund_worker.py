@@ -37,7 +37,7 @@ def main(raw: str) -> None:
     try:
         refund = services.issue_refund(refund_request=request, idempotency_key=job.get("key"))
     except services.RefundError as exc:
-        outcome = {"outcome": type(exc).__name__, "detail": str(exc)}
+        outcome: dict[str, object] = {"outcome": type(exc).__name__, "detail": str(exc)}
     else:
         outcome = {"outcome": "refund", "refund": refund.pk}
     bus.rpush(job["result_key"], json.dumps(outcome))
