@@ -153,3 +153,92 @@ class SemanticCacheLookup(models.Model):
 
     def __str__(self) -> str:
         return f"{'hit' if self.hit else 'miss'} {self.similarity}"
+
+
+class Conversation(models.Model):
+    """One customer's conversation: the durable history (messages) and its rolling summary.
+
+    `last_seq` is the sequence number of the newest message; appending locks this row, so
+    sequence numbers are gap-free and ordered under concurrent writers.
+    """
+
+    customer = models.ForeignKey(
+        "billing.Customer", on_delete=models.CASCADE, related_name="conversations"
+    )
+    last_seq = models.PositiveIntegerField(default=0)
+    # Summary of messages 1..summary_through_seq, written by the small model via the gateway.
+    summary = models.TextField(blank=True, default="")
+    summary_through_seq = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["customer", "-updated_at"], name="memory_conv_customer")]
+
+    def __str__(self) -> str:
+        return f"conversation {self.pk} of customer {self.customer_id}"
+
+
+class MessageRole(models.TextChoices):
+    CUSTOMER = "customer", "Customer"
+    ASSISTANT = "assistant", "Assistant"
+    STAFF = "staff", "Staff"
+
+
+class Message(models.Model):
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    seq = models.PositiveIntegerField()
+    role = models.CharField(max_length=16, choices=MessageRole.choices)
+    content = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation_id", "seq"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "seq"], name="memory_message_seq_unique"
+            ),
+            models.CheckConstraint(condition=models.Q(seq__gte=1), name="memory_message_seq_gte_1"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.conversation_id}#{self.seq} {self.role}"
+
+
+class CustomerMemory(models.Model):
+    """A fact about one customer, with where it came from (conversation, message) and when.
+
+    No HNSW index on purpose: recall always filters to one customer, whose few memories are
+    scanned exactly through the (customer, created_at) index; an approximate index filtered
+    afterwards could miss them.
+    """
+
+    customer = models.ForeignKey(
+        "billing.Customer", on_delete=models.CASCADE, related_name="memories"
+    )
+    text = models.TextField()
+    content_hash = models.CharField(max_length=64)
+    embedding = VectorField(dimensions=EMBEDDING_DIM)
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="memories"
+    )
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=40, default="conversation")  # conversation, staff, ...
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "content_hash"], name="memory_customer_memory_unique"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["customer", "-created_at"], name="memory_custmem_customer"),
+        ]
+
+    def __str__(self) -> str:
+        return self.text[:60]

@@ -10,15 +10,26 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Avg, Count
+from django.utils import timezone
 
 from memory import embeddings
-from memory.models import Article, KnowledgeBaseState
+from memory.models import (
+    Article,
+    Chunk,
+    Conversation,
+    CustomerMemory,
+    KnowledgeBaseState,
+    SemanticCacheLookup,
+)
+
+if TYPE_CHECKING:
+    from billing.models import Customer
 
 
 @dataclass(frozen=True)
@@ -121,8 +132,6 @@ def passages_search(
 
 
 def _passages(ordered: Sequence[int], scores: dict[int, float], k: int) -> list[RetrievedPassage]:
-    from memory.models import Chunk
-
     chunks = Chunk.objects.select_related("article").in_bulk(list(ordered))
     result: list[RetrievedPassage] = []
     seen: set[int] = set()
@@ -170,8 +179,6 @@ class SemanticCacheStats:
 
 def semantic_cache_stats(*, since: datetime | None = None) -> SemanticCacheStats:
     """Hit rate of the semantic cache (all lookups, or those since `since`)."""
-    from memory.models import SemanticCacheLookup
-
     lookups = SemanticCacheLookup.objects.all()
     if since is not None:
         lookups = lookups.filter(created_at__gte=since)
@@ -188,3 +195,65 @@ def semantic_cache_stats(*, since: datetime | None = None) -> SemanticCacheStats
         by_reason=by_reason,
         mean_hit_similarity=mean,
     )
+
+
+@dataclass(frozen=True)
+class RecalledMemory:
+    id: int
+    text: str
+    conversation_id: int | None
+    created_at: datetime
+    similarity: float
+    score: float  # similarity + recency bonus
+
+
+_RECALL_SQL = """
+    SELECT id, text, conversation_id, created_at, 1 - (embedding <=> %s::vector) AS similarity
+    FROM memory_customermemory
+    WHERE customer_id = %s
+"""
+
+
+def customer_memories_recall(
+    *, customer: Customer, query: str, k: int = 5, now: datetime | None = None
+) -> list[RecalledMemory]:
+    """`customer`'s memories most relevant to `query`: similarity plus a recency bonus.
+
+    score = cosine similarity + CUSTOMER_MEMORY_RECENCY_WEIGHT * 0.5 ** (age / half-life).
+    Only `customer`'s rows are ever read (the WHERE clause is part of this function, not of
+    the caller), scanned exactly (see CustomerMemory).
+    """
+    now = now or timezone.now()
+    literal = vector_literal(embeddings.embed_text(query))
+    with connection.cursor() as cursor:
+        cursor.execute(_RECALL_SQL, [literal, customer.pk])
+        rows = cursor.fetchall()
+    weight = settings.CUSTOMER_MEMORY_RECENCY_WEIGHT
+    half_life = settings.CUSTOMER_MEMORY_HALF_LIFE_DAYS
+    recalled = []
+    for memory_id, text, conversation_id, created_at, similarity in rows:
+        age_days = max((now - created_at).total_seconds(), 0) / 86400
+        score = float(similarity) + weight * 0.5 ** (age_days / half_life)
+        recalled.append(
+            RecalledMemory(
+                id=memory_id,
+                text=text,
+                conversation_id=conversation_id,
+                created_at=created_at,
+                similarity=round(float(similarity), 6),
+                score=round(score, 6),
+            )
+        )
+    recalled.sort(key=lambda m: (-m.score, -m.id))
+    return recalled[:k]
+
+
+def customer_memories_list(*, customer: Customer) -> list[CustomerMemory]:
+    """Everything remembered about `customer`, newest first (for the customer and staff)."""
+    return list(CustomerMemory.objects.filter(customer=customer).order_by("-created_at", "-id"))
+
+
+def conversation_get_for_customer(
+    *, customer: Customer, conversation_id: int
+) -> Conversation | None:
+    return Conversation.objects.filter(customer=customer, id=conversation_id).first()

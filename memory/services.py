@@ -8,13 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from memory import embeddings, selectors
+from memory import embeddings, hot, selectors
 from memory.knowledge import (
     HELPCENTER_DIR,
     ArticleSource,
@@ -26,11 +27,18 @@ from memory.knowledge import (
 from memory.models import (
     Article,
     Chunk,
+    Conversation,
+    CustomerMemory,
     KnowledgeBaseState,
+    Message,
+    MessageRole,
     SemanticCacheEntry,
     SemanticCacheLookup,
 )
 from memory.semantic_cache import amounts_in, customer_specific_reasons, guard_allows
+
+if TYPE_CHECKING:
+    from billing.models import Customer
 
 # One advisory-lock key for every write to the knowledge base, so two workers re-indexing at
 # once cannot interleave their chunk rows or double-bump the version.
@@ -392,3 +400,102 @@ def semantic_cache_purge(*, now: datetime | None = None) -> int:
         Q(expires_at__lte=now) | Q(kb_version__lt=selectors.kb_version_get())
     ).delete()
     return deleted
+
+
+# --- Customer memory ------------------------------------------------------------------------------
+
+
+class MemoryNotFound(LookupError):
+    """No such memory for this customer (another customer's memory is "not found" too)."""
+
+
+def customer_memory_add(
+    *,
+    customer: Customer,
+    text: str,
+    conversation: Conversation | None = None,
+    message: Message | None = None,
+    source: str = "conversation",
+    at: datetime | None = None,
+) -> CustomerMemory:
+    """Remember a fact about `customer`, with its provenance; the same text twice is kept once.
+
+    Preconditions: `conversation` and `message`, when given, belong to `customer` (checked:
+    a memory must never point into another customer's conversation).
+    """
+    text = " ".join(text.split())
+    if not text:
+        raise ValueError("a memory needs text")
+    if conversation is not None and conversation.customer_id != customer.pk:
+        raise ValueError("the conversation belongs to another customer")
+    if message is not None and (conversation is None or message.conversation_id != conversation.pk):
+        raise ValueError("the message must belong to the given conversation")
+    memory, _ = CustomerMemory.objects.get_or_create(
+        customer=customer,
+        content_hash=embeddings.content_hash(text.lower()),
+        defaults={
+            "text": text,
+            "embedding": embeddings.embed_text(text),
+            "conversation": conversation,
+            "message": message,
+            "source": source,
+            "created_at": at or timezone.now(),
+        },
+    )
+    return memory
+
+
+def customer_memory_delete(*, customer: Customer, memory_id: int) -> None:
+    """Forget one memory of `customer` (privacy). Raises MemoryNotFound for anyone else's."""
+    deleted, _ = CustomerMemory.objects.filter(customer=customer, id=memory_id).delete()
+    if not deleted:
+        raise MemoryNotFound(memory_id)
+
+
+def customer_memories_delete_all(*, customer: Customer) -> int:
+    """Forget everything remembered about `customer`. Returns how many memories went."""
+    deleted, _ = CustomerMemory.objects.filter(customer=customer).delete()
+    return deleted
+
+
+# --- Conversations --------------------------------------------------------------------------------
+
+
+def conversation_start(*, customer: Customer) -> Conversation:
+    """A new, empty conversation for `customer`."""
+    return Conversation.objects.create(customer=customer)
+
+
+@transaction.atomic
+def message_append(*, conversation: Conversation, role: str, content: str) -> Message:
+    """Store a message as the conversation's next turn; the Redis hot copy follows on commit.
+
+    The conversation row is locked so concurrent appends get consecutive sequence numbers.
+    """
+    if role not in MessageRole.values:
+        raise ValueError(f"unknown role {role!r}")
+    locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+    locked.last_seq += 1
+    locked.save(update_fields=["last_seq", "updated_at"])
+    message = Message.objects.create(
+        conversation=locked, seq=locked.last_seq, role=role, content=content
+    )
+    conversation.last_seq = locked.last_seq
+    turn = hot.Turn(seq=message.seq, role=role, content=content)
+    transaction.on_commit(lambda: hot.append(conversation_id=locked.pk, turn=turn))
+    return message
+
+
+def conversation_summary_save(
+    *, conversation: Conversation, summary: str, through_seq: int
+) -> bool:
+    """Record a summary of messages 1..through_seq unless a newer one is already stored.
+
+    Conditional update, so two workers summarising at once keep the one that covers more.
+    """
+    updated = Conversation.objects.filter(
+        pk=conversation.pk, summary_through_seq__lt=through_seq
+    ).update(summary=summary, summary_through_seq=through_seq)
+    if updated:
+        conversation.summary, conversation.summary_through_seq = summary, through_seq
+    return bool(updated)
