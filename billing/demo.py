@@ -479,7 +479,9 @@ def _seed_background(today: dt.date, plans: dict[tuple[str, str], Plan]) -> None
             )
 
 
-def _seed_users() -> int:
+def seed_users() -> int:
+    """Auth users for every customer (no usable password) and, outside production, the demo
+    staff login."""
     User = get_user_model()
     count = 0
     for customer in Customer.objects.all():
@@ -517,7 +519,7 @@ def seed_demo(*, today: dt.date) -> SeedResult:
         plans = _ensure_plans()
         _seed_scenarios(today, plans)
         _seed_background(today, plans)
-        users = _seed_users()
+        users = seed_users()
     return SeedResult(
         customers=Customer.objects.count(),
         invoices=Invoice.objects.count(),

@@ -353,3 +353,25 @@ def test_execute_refund_task_is_safe_to_run_twice(make_approved_request, process
 
     assert first == second == Refund.objects.get(refund_request=request).ref
     assert len(processor.refunds_for(request.charge.ref)) == 1
+
+
+def test_execute_refund_task_retries_transient_processor_errors(make_approved_request, processor):
+    request = make_approved_request()
+    processor.inject("server_error", times=2)
+
+    result = tasks.execute_refund.apply(args=[request.pk])
+
+    assert result.get() == Refund.objects.get(refund_request=request).ref
+    assert IdempotencyKey.objects.get(key=request.idempotency_key).attempts == 3
+    assert len(processor.refunds_for(request.charge.ref)) == 1
+
+
+def test_execute_refund_task_does_not_retry_a_decline(make_approved_request, processor):
+    request = make_approved_request()
+    processor.inject("decline")
+    processor.inject("server_error")  # would be popped by a (wrong) second attempt
+
+    assert tasks.execute_refund.apply(args=[request.pk]).get() is None
+
+    assert processor.pending_faults() == 1
+    assert _state(request) == ("0.00", "0.00", RefundRequestState.FAILED, 1)
