@@ -4,10 +4,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import anthropic
+import httpx2
 import pytest
+
+from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
 
 from .helpers import LANE_SCHEMA, REFUND_DOCS, lookup_tools, tool_result
 
@@ -161,3 +165,31 @@ def test_max_tokens_cuts_the_answer_with_stop_reason_max_tokens(
 
     assert message.stop_reason == "max_tokens"
     assert message.usage.output_tokens <= 5
+
+
+def test_async_client_gets_the_same_answer_concurrently() -> None:
+    async def ask_five() -> list[Any]:
+        transport = SimulatorTransport(SimulatorConfig(latency_median_ms=50))
+        client = anthropic.AsyncAnthropic(
+            api_key="sk-sim", http_client=httpx2.AsyncClient(transport=transport)
+        )
+        params = REQUESTS["faq_with_documents"]
+        async with client.messages.stream(**params) as stream:
+            streamed = await stream.get_final_message()
+        answers = await asyncio.gather(*[client.messages.create(**params) for _ in range(4)])
+        return [streamed, *answers]
+
+    messages = asyncio.run(ask_five())
+
+    assert len({m.content[-1].text for m in messages}) == 1
+    assert "[refund-policy]" in messages[0].content[-1].text
+
+
+def test_stop_sequence_ends_the_text_where_it_appears(client: anthropic.Anthropic) -> None:
+    message = client.messages.create(
+        **REQUESTS["faq_with_documents"], stop_sequences=["business days"]
+    )
+
+    assert message.stop_reason == "stop_sequence"
+    assert message.stop_sequence == "business days"
+    assert message.content[-1].text.endswith("5-10 ")

@@ -77,6 +77,10 @@ def segments_of(body: dict[str, Any]) -> list[Segment]:
             out.append(
                 Segment(f"{role}:" + canonical(block), count_block(block) + framing, _ttl_of(block))
             )
+    automatic = _ttl_of(body)
+    if automatic and out and out[-1].ttl is None:
+        # Top-level cache_control: the breakpoint goes on the last block of the request.
+        out[-1] = Segment(out[-1].material, out[-1].tokens, automatic)
     return out
 
 
@@ -89,10 +93,16 @@ class PromptCache:
         self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
 
     def account(
-        self, *, model: str, min_tokens: int, body: dict[str, Any], write: bool = True
+        self,
+        *,
+        model: str,
+        min_tokens: int,
+        body: dict[str, Any],
+        write: bool = True,
+        segments: list[Segment] | None = None,
     ) -> CacheUsage:
         """Usage for a request; records writes and refreshes read entries unless write=False."""
-        segments = segments_of(body)
+        segments = segments if segments is not None else segments_of(body)
         cumulative: list[int] = []
         hashes: list[str] = []
         running = hashlib.sha256(model.encode())

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import brain, rules
 from .batches import BatchStore
-from .cache import PromptCache
+from .cache import PromptCache, segments_of
 from .config import SimulatorConfig
 from .errors import SimulatedAPIError, invalid
 from .faults import FAULTS, FaultBook
@@ -191,7 +191,7 @@ class Simulator:
         headers_out = {**base, **self.limiter.headers(family)}
         truncated = controls.fault == "truncated_stream"
         if not stream:
-            self.config.sleep(controls.latency_s)
+            self._sleep(controls.latency_s)
             payload = json.dumps(message).encode()
             if truncated:
                 cut = payload[: len(payload) // 2]
@@ -206,14 +206,18 @@ class Simulator:
             # Cut somewhere after message_start and before message_stop / message_delta.
             events = events[: max(2, len(events) - 3)]
         # Time to first token takes ~40% of the latency; the rest is spread over the events.
-        self.config.sleep(controls.latency_s * 0.4)
+        self._sleep(controls.latency_s * 0.4)
         per_event = controls.latency_s * 0.6 / max(1, len(events))
         return SimResponse(200, headers_out, chunks=self._paced(events, per_event, cut=truncated))
 
+    def _sleep(self, seconds: float) -> None:
+        # time.sleep(0) still gives up the CPU; a zero-latency simulator must not.
+        if seconds > 0:
+            self.config.sleep(seconds)
+
     def _paced(self, events: list[bytes], delay: float, *, cut: bool) -> Iterator[bytes]:
         for event in events:
-            if delay > 0:
-                self.config.sleep(delay)
+            self._sleep(delay)
             yield event
         if cut:
             raise StreamCut("peer closed connection without sending complete message body")
@@ -222,7 +226,7 @@ class Simulator:
         fault = controls.fault
         retry = {"retry-after": _retry_after_text(controls.retry_after)}
         if fault in ("overloaded", "rate_limited", "spend_limit", "server_error", "bad_request"):
-            self.config.sleep(min(controls.latency_s, 0.05))
+            self._sleep(min(controls.latency_s, 0.05))
         if fault == "overloaded":
             return self._error(
                 SimulatedAPIError("overloaded_error", "Overloaded", headers=retry), base
@@ -269,20 +273,32 @@ class Simulator:
         """Validate a Messages request and produce its message dict (no latency or faults)."""
         spec = rules.resolve_model(body, today=self.config.today)
         rules.check_messages_request(body, spec, count_only=False)
+        segments = segments_of(body)
         probe = self.cache.account(
-            model=spec.id, min_tokens=spec.cache_min_tokens, body=body, write=False
+            model=spec.id,
+            min_tokens=spec.cache_min_tokens,
+            body=body,
+            write=False,
+            segments=segments,
         )
         _check_context(probe.total, spec)
         self.limiter.admit(
             spec.family, input_tokens=probe.input_tokens + probe.cache_creation_input_tokens
         )
-        cache = self.cache.account(model=spec.id, min_tokens=spec.cache_min_tokens, body=body)
+        cache = self.cache.account(
+            model=spec.id, min_tokens=spec.cache_min_tokens, body=body, segments=segments
+        )
         reply = brain.respond(
             body, adversarial=adversarial, malformed_tool_input=malformed_tool_input
         )
-        content, stop_reason, output_tokens = _fit_to_max_tokens(
-            reply.content, reply.stop_reason, int(body["max_tokens"])
+        content, stop_reason, stop_sequence = _apply_stop_sequences(
+            reply.content, reply.stop_reason, body.get("stop_sequences") or []
         )
+        content, stop_reason, output_tokens = _fit_to_max_tokens(
+            content, stop_reason, int(body["max_tokens"])
+        )
+        if stop_reason == "max_tokens":
+            stop_sequence = None
         self.limiter.settle(spec.family, output_tokens=output_tokens)
         usage = usage_dict(
             input_tokens=cache.input_tokens,
@@ -298,6 +314,7 @@ class Simulator:
             content=content,
             stop_reason=stop_reason,
             usage=usage,
+            stop_sequence=stop_sequence,
         )
         return message, spec.family
 
@@ -321,6 +338,20 @@ def _block_tokens(block: dict[str, Any]) -> int:
     if block["type"] == "thinking":
         return count_text(block["thinking"]) + 8
     return count_text(block["name"]) + count_text(json.dumps(block["input"])) + 8
+
+
+def _apply_stop_sequences(
+    content: list[dict[str, Any]], stop_reason: str, stops: list[str]
+) -> tuple[list[dict[str, Any]], str, str | None]:
+    """End the reply where a text block first contains a stop sequence (not included)."""
+    for index, block in enumerate(content):
+        if block["type"] != "text":
+            continue
+        hits = [(block["text"].find(s), s) for s in stops if s and s in block["text"]]
+        if hits:
+            at, stop = min(hits)
+            return [*content[:index], {**block, "text": block["text"][:at]}], "stop_sequence", stop
+    return content, stop_reason, None
 
 
 def _fit_to_max_tokens(

@@ -29,8 +29,45 @@ def resolve_model(body: dict[str, Any], *, today: Any) -> ModelSpec:
     return spec
 
 
+# Top-level fields the Messages API knows (SDK 2.11's MessageCreateParams, plus the sampling
+# parameters older models still take); anything else is refused, as the API does.
+KNOWN_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "metadata",
+        "stop_sequences",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "output_config",
+        "service_tier",
+        "container",
+        "mcp_servers",
+        "context_management",
+        "inference_geo",
+        "speed",
+        "cache_control",
+        "diagnostics",
+        "user_profile_id",
+        "workspace_id",
+    }
+)
+COUNT_ONLY_EXCLUDED = frozenset({"max_tokens", "stream", "stop_sequences", "metadata"})
+
+
 def check_messages_request(body: dict[str, Any], spec: ModelSpec, *, count_only: bool) -> None:
     """Raise SimulatedAPIError for anything the API would refuse."""
+    allowed = KNOWN_FIELDS - COUNT_ONLY_EXCLUDED if count_only else KNOWN_FIELDS
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise invalid(f"{extra[0]}: Extra inputs are not permitted")
     if not count_only:
         _check_max_tokens(body, spec)
     _check_sampling(body, spec)
@@ -247,7 +284,7 @@ def _check_strict_schema(schema: Any, where: str) -> None:
 
 
 def _check_cache_breakpoints(body: dict[str, Any]) -> None:
-    found = 0
+    found = int(isinstance(body.get("cache_control"), dict))  # automatic caching uses one
     for tool in body.get("tools") or []:
         found += isinstance(tool, dict) and "cache_control" in tool
     system = body.get("system")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 
 import httpx2
 
@@ -33,7 +34,26 @@ class _Body(httpx2.SyncByteStream):
             close()
 
 
-class SimulatorTransport(httpx2.BaseTransport):
+class _AsyncBody(httpx2.AsyncByteStream):
+    """The same body for an async client; paced chunks are pulled in a worker thread."""
+
+    def __init__(self, body: _Body) -> None:
+        self._body = body
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = iter(self._body)
+        done = object()
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, done)
+            if chunk is done:
+                return
+            yield chunk  # type: ignore[misc]
+
+    async def aclose(self) -> None:
+        self._body.close()
+
+
+class SimulatorTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
     """An httpx2 transport that answers Anthropic API requests from an in-process simulator.
 
     Use as `anthropic.Anthropic(api_key="sk-sim-...", http_client=httpx2.Client(
@@ -53,7 +73,18 @@ class SimulatorTransport(httpx2.BaseTransport):
         self.simulator.faults.inject(fault, times)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        raw = request.read()
+        return self._respond(request, request.read())
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """For `httpx2.AsyncClient` / `anthropic.AsyncAnthropic`; latency never blocks the loop."""
+        raw = await request.aread()
+        response = await asyncio.to_thread(self._respond, request, raw)
+        body = response.stream
+        if isinstance(body, _Body):
+            response.stream = _AsyncBody(body)
+        return response
+
+    def _respond(self, request: httpx2.Request, raw: bytes) -> httpx2.Response:
         url = request.url
         result = self.simulator.handle(
             request.method,

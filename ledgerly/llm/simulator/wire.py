@@ -37,6 +37,7 @@ def message_dict(
     content: list[dict[str, Any]],
     stop_reason: str,
     usage: dict[str, Any],
+    stop_sequence: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": message_id,
@@ -45,7 +46,7 @@ def message_dict(
         "model": model,
         "content": content,
         "stop_reason": stop_reason,
-        "stop_sequence": None,
+        "stop_sequence": stop_sequence,
         "usage": usage,
     }
 
@@ -118,7 +119,10 @@ def stream_events(message: dict[str, Any]) -> Iterator[bytes]:
         "message_delta",
         {
             "type": "message_delta",
-            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+            "delta": {
+                "stop_reason": message["stop_reason"],
+                "stop_sequence": message["stop_sequence"],
+            },
             "usage": {
                 "input_tokens": usage["input_tokens"],
                 "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
