@@ -8,3 +8,4 @@ api = NinjaAPI(
     description="Support tickets, conversations and refund requests for Ledgerly customers.",
     urls_namespace="api",
 )
+api.add_router("/memory/", "memory.api.router")  # help-center management (staff)
