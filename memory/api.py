@@ -10,7 +10,7 @@ from datetime import datetime
 
 from django.db import IntegrityError
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.security import SessionAuthIsStaff
 
@@ -111,12 +111,12 @@ def get_article(request: HttpRequest, slug: str) -> ArticleOut:
 
 
 @router.post("/articles", response={201: ArticleOut})
-def create_article(request: HttpRequest, payload: ArticleIn) -> tuple[int, ArticleOut]:
+def create_article(request: HttpRequest, payload: ArticleIn) -> Status[ArticleOut]:
     try:
         article = services.article_create(**payload.dict())
     except IntegrityError:
         raise HttpError(409, f"an article {payload.slug!r} exists already") from None
-    return 201, _out(article)
+    return Status(201, _out(article))
 
 
 @router.patch("/articles/{slug}", response=ArticleOut)
@@ -126,9 +126,9 @@ def update_article(request: HttpRequest, slug: str, payload: ArticlePatch) -> Ar
 
 
 @router.delete("/articles/{slug}", response={204: None})
-def delete_article(request: HttpRequest, slug: str) -> tuple[int, None]:
+def delete_article(request: HttpRequest, slug: str) -> Status[None]:
     services.article_delete(article=_get(slug))
-    return 204, None
+    return Status(204, None)
 
 
 @router.post("/articles/{slug}/reindex", response=ReindexOut)
