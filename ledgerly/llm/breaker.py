@@ -26,7 +26,9 @@ import redis
 _PREFIX = "llm:cb"
 
 # KEYS: state hash, probe lease. ARGV: probe lease ms. Returns {verdict, ms until retry}.
-_ALLOW = """
+ALLOW_FN = (
+    "local function breaker_allow(KEYS, ARGV)\n"
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
@@ -35,6 +37,9 @@ if now < open_until then return {'open', open_until - now} end
 if redis.call('SET', KEYS[2], now, 'NX', 'PX', tonumber(ARGV[1])) then return {'probe', 0} end
 return {'open', redis.call('PTTL', KEYS[2])}
 """
+    + "end\n"
+)
+_ALLOW = ALLOW_FN + "return breaker_allow(KEYS, ARGV)\n"
 
 # KEYS: state hash, probe lease, failure window. ARGV: is_probe, failures, window ms, cooldown ms.
 _FAILURE = """
@@ -99,32 +104,36 @@ class CircuitBreaker:
         self._probe_success = client.register_script(_PROBE_SUCCESS)
 
     @staticmethod
-    def _keys(model: str) -> list[str]:
+    def keys(model: str) -> list[str]:
         base = f"{_PREFIX}:{{{model}}}"  # hash tag: one slot per model
         return [f"{base}:state", f"{base}:probe", f"{base}:failures"]
 
     def admit(self, model: str) -> Admission:
-        verdict, wait_ms = self._allow(keys=self._keys(model)[:2], args=[self.probe_lease_ms])
+        verdict, wait_ms = self._allow(keys=self.keys(model)[:2], args=[self.probe_lease_ms])
+        return self.admission(verdict, wait_ms)
+
+    @staticmethod
+    def admission(verdict: bytes, wait_ms: int) -> Admission:
         return Admission(Verdict(verdict.decode()), max(0, int(wait_ms)) / 1000)
 
     def record_failure(self, model: str, *, probe: bool) -> str:
         """Count a failed call (after the SDK's retries); returns what happened to the breaker."""
         result = self._failure(
-            keys=self._keys(model),
+            keys=self.keys(model),
             args=["1" if probe else "0", self.failures, self.window_ms, self.cooldown_ms],
         )
         return result.decode()
 
     def record_success(self, model: str, *, probe: bool) -> None:
         if probe:
-            self._probe_success(keys=self._keys(model))
+            self._probe_success(keys=self.keys(model))
 
     def release_probe(self, model: str) -> None:
         """Give the probe lease back unused (the call was not made, or failed for reasons that
         say nothing about the model's health), so another caller can probe at once."""
-        self._allow.registered_client.delete(self._keys(model)[1])
+        self._allow.registered_client.delete(self.keys(model)[1])
 
     def state(self, model: str) -> str:
         """'closed' or 'open' as the shared state says now (for dashboards and tests)."""
         client = self._allow.registered_client
-        return "open" if client.hget(self._keys(model)[0], "open_until") else "closed"
+        return "open" if client.hget(self.keys(model)[0], "open_until") else "closed"

@@ -24,7 +24,9 @@ import redis
 PPM = 1_000_000
 _PREFIX = "llm:{budget}"  # one hash slot, so the multi-key script also runs on Redis Cluster
 
-_RESERVE = """
+RESERVE_FN = (
+    "local function budget_reserve(KEYS, ARGV)\n"
+    + """
 local n = #KEYS
 local kinds, limits, ttls, names = {}, {}, {}, {}
 local a = 1
@@ -75,8 +77,13 @@ for c = 1, ncand do
 end
 return {0, before, blocked}
 """
+    + "end\n"
+)
+_RESERVE = RESERVE_FN + "return budget_reserve(KEYS, ARGV)\n"
 
-_SETTLE = """
+SETTLE_FN = (
+    "local function budget_settle(KEYS, ARGV)\n"
+    + """
 local usd = tonumber(ARGV[1]); local tok = tonumber(ARGV[2])
 for i = 1, #KEYS do
   local amount = usd
@@ -91,6 +98,9 @@ for i = 1, 2 do
 end
 return f
 """
+    + "end\n"
+)
+_SETTLE = SETTLE_FN + "return budget_settle(KEYS, ARGV)\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +175,20 @@ class Budgets:
         now: dt.datetime | None = None,
     ) -> Reservation | Refusal:
         """Reserve the first candidate that fits every applicable budget, or refuse."""
+        keys, args, scopes = self.reserve_args(
+            candidates, run_id=run_id, customer_id=customer_id, now=now
+        )
+        return self.reserve_result(self._reserve(keys=keys, args=args), candidates, scopes)
+
+    def reserve_args(
+        self,
+        candidates: Sequence[Candidate],
+        *,
+        run_id: object,
+        customer_id: object,
+        now: dt.datetime | None = None,
+    ) -> tuple[list[str], list[str | int | float], list[tuple[str, str, int, int, str]]]:
+        """KEYS and ARGV of the reserve script (also run inside ledgerly.llm.guards' script)."""
         scopes = self._scopes(
             run_id=run_id, customer_id=customer_id, now=now or dt.datetime.now(dt.UTC)
         )
@@ -174,9 +198,18 @@ class Budgets:
         args += [int(self.limits.downgrade_fraction * PPM), len(candidates)]
         for cand in candidates:
             args += [cand.micro_usd, cand.tokens, "1" if cand.large else "0"]
-        index, ppm, blocked = self._reserve(keys=[s[0] for s in scopes], args=args)
+        return [s[0] for s in scopes], args, scopes
+
+    @staticmethod
+    def reserve_result(
+        result: list[object],
+        candidates: Sequence[Candidate],
+        scopes: list[tuple[str, str, int, int, str]],
+    ) -> Reservation | Refusal:
+        index, ppm, blocked = int(result[0]), int(result[1]), result[2]  # type: ignore[call-overload]
         if index == 0:
-            return Refusal(scope=blocked.decode(), global_fraction=ppm / PPM)
+            scope = blocked.decode() if isinstance(blocked, bytes) else str(blocked)
+            return Refusal(scope=scope, global_fraction=ppm / PPM)
         chosen = candidates[index - 1]
         return Reservation(
             index=index - 1,
@@ -193,14 +226,20 @@ class Budgets:
         the provider charged). Returns the global fraction now committed."""
         ppm = self._settle(
             keys=list(reservation.keys),
-            args=[
-                micro_usd - reservation.micro_usd,
-                tokens - reservation.tokens,
-                *reservation.kinds,
-                *reservation.global_limits,
-            ],
+            args=self.settle_args(reservation, micro_usd=micro_usd, tokens=tokens),
         )
         return int(ppm) / PPM
+
+    @staticmethod
+    def settle_args(
+        reservation: Reservation, *, micro_usd: int, tokens: int
+    ) -> list[str | int | float]:
+        return [
+            micro_usd - reservation.micro_usd,
+            tokens - reservation.tokens,
+            *reservation.kinds,
+            *reservation.global_limits,
+        ]
 
     def spent(self, *, run_id: object = None, customer_id: object = None) -> dict[str, int]:
         """Committed amounts per scope now (reserved + settled), for dashboards and tests."""

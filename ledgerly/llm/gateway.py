@@ -34,8 +34,9 @@ from ledgerly.llm import metrics, prompt_registry, redis_state
 from ledgerly.llm.breaker import CircuitBreaker, Verdict
 from ledgerly.llm.budget import Budgets, Candidate, Limits, Refusal, Reservation
 from ledgerly.llm.client import build_client
-from ledgerly.llm.conf import GatewayConfig, config, model_family
+from ledgerly.llm.conf import GatewayConfig, RateLimits, config, model_family
 from ledgerly.llm.errors import BudgetExhausted, Defer, ModelCallFailed
+from ledgerly.llm.guards import Guards
 from ledgerly.llm.limiter import Permit, RateLimiter
 from ledgerly.llm.models import LLMCall
 from ledgerly.llm.pricing import TokenUsage, cost_usd, to_micro_usd, worst_case_micro_usd
@@ -169,6 +170,9 @@ class Gateway:
                 downgrade_fraction=self.config.downgrade_fraction,
             ),
         )
+        self.guards = Guards(
+            redis_client, breaker=self.breaker, budgets=self.budgets, limiter=self.limiter
+        )
         self._warned_at = 0.0
 
     # ------------------------------------------------------------------------------ request
@@ -265,16 +269,36 @@ class Gateway:
 
     # ------------------------------------------------------------------------------ one step
     def _step(self, call: _Call, chain: list[str], index: int) -> tuple[Completion | None, int]:
-        """Try chain[index]; returns a completion, or None and the index of the next step."""
+        """Try chain[index]; returns a completion, or None and the index of the next step.
+
+        The common path (breaker closed, budget fits, limiter has room) costs one Redis round
+        trip (ledgerly.llm.guards); every other path falls back to the separate scripts."""
         step_tier = chain[index]
         model = self.config.models[step_tier]
-        admission = self.breaker.admit(model)
-        if admission.verdict is Verdict.OPEN:
-            self._record(call, step_tier, model, Outcome.CIRCUIT_OPEN, error="circuit open")
-            return None, index + 1
-        probe = admission.verdict is Verdict.PROBE
+        candidates = self._candidates(call, chain, index)
+        fast = self.guards.admit(
+            model=model,
+            family=model_family(model),
+            limits=self.config.limits_for(model),
+            candidates=candidates,
+            run_id=call.run_key,
+            customer_id=call.customer_key,
+            input_tokens=call.prompt_tokens,
+            output_tokens=call.max_tokens,
+        )
+        probe = False
+        budget = fast.budget
+        if fast.breaker is not None:
+            if fast.breaker.verdict is Verdict.OPEN:
+                self._record(call, step_tier, model, Outcome.CIRCUIT_OPEN, error="circuit open")
+                return None, index + 1
+            probe = True  # this caller holds the single probe lease for the model
+            budget = self.budgets.reserve(
+                candidates, run_id=call.run_key, customer_id=call.customer_key
+            )
+        reservation = self._check_budget(call, chain[index], model, probe, budget)
+        permit = fast.permit
 
-        reservation = self._reserve(call, chain, index, model, probe)
         if reservation.index:
             # The budget had no room for this model (or global spend passed the downgrade
             # fraction): a later, cheaper step serves, after its own breaker check.
@@ -288,50 +312,56 @@ class Gateway:
                 self._record(call, step_tier, model, Outcome.CIRCUIT_OPEN, error="circuit open")
                 return None, index + 1
             probe = admission.verdict is Verdict.PROBE
+            permit = None
 
-        try:
-            permit = self._acquire_rate(call, model)
-        except Defer as defer:
-            self.budgets.settle(reservation, micro_usd=0, tokens=0)
-            if probe:
-                self.breaker.release_probe(model)
-            self._record(call, step_tier, model, Outcome.DEFERRED, error=str(defer))
-            raise
+        if permit is None:
+            try:
+                permit = self._acquire_rate(call, model)
+            except Defer as defer:
+                self.budgets.settle(reservation, micro_usd=0, tokens=0)
+                if probe:
+                    self.breaker.release_probe(model)
+                self._record(call, step_tier, model, Outcome.DEFERRED, error=str(defer))
+                raise
         return self._call_model(call, chain, index, model, reservation, permit, probe)
 
-    def _reserve(
-        self, call: _Call, chain: list[str], index: int, model: str, probe: bool
+    def _candidates(self, call: _Call, chain: list[str], index: int) -> list[Candidate]:
+        """Worst cases of chain[index:], in order: the budget takes the first that fits."""
+        return [
+            Candidate(
+                micro_usd=worst_case_micro_usd(
+                    self.config.price(self.config.models[tier]),
+                    prompt_tokens=call.prompt_tokens,
+                    max_tokens=call.max_tokens,
+                ),
+                tokens=call.prompt_tokens + call.max_tokens,
+                large=tier == "large",
+            )
+            for tier in chain[index:]
+        ]
+
+    def _check_budget(
+        self,
+        call: _Call,
+        tier: str,
+        model: str,
+        probe: bool,
+        outcome: Reservation | Refusal | None,
     ) -> Reservation:
-        candidates = []
-        for tier in chain[index:]:
-            price = self.config.price(self.config.models[tier])
-            candidates.append(
-                Candidate(
-                    micro_usd=worst_case_micro_usd(
-                        price, prompt_tokens=call.prompt_tokens, max_tokens=call.max_tokens
-                    ),
-                    tokens=call.prompt_tokens + call.max_tokens,
-                    large=tier == "large",
-                )
-            )
-        outcome = self.budgets.reserve(
-            candidates, run_id=call.run_key, customer_id=call.customer_key
-        )
+        """Pass a reservation on; on a refusal record it and raise BudgetExhausted."""
+        if outcome is None:  # the combined script always answers on this path
+            raise RuntimeError("budget reservation missing")
         self._budget_level(outcome.global_fraction)
-        if isinstance(outcome, Refusal):
-            if probe:
-                self.breaker.release_probe(model)
-            metrics.BUDGET_THRESHOLD.labels("exhausted").inc()
-            self._record(
-                call,
-                chain[index],
-                model,
-                Outcome.BUDGET_EXHAUSTED,
-                error=f"no budget room: {outcome.scope}",
-            )
-            log.warning("llm.budget_refused", scope=outcome.scope, purpose=call.purpose)
-            raise BudgetExhausted(outcome.scope)
-        return outcome
+        if isinstance(outcome, Reservation):
+            return outcome
+        if probe:
+            self.breaker.release_probe(model)
+        metrics.BUDGET_THRESHOLD.labels("exhausted").inc()
+        self._record(
+            call, tier, model, Outcome.BUDGET_EXHAUSTED, error=f"no budget room: {outcome.scope}"
+        )
+        log.warning("llm.budget_refused", scope=outcome.scope, purpose=call.purpose)
+        raise BudgetExhausted(outcome.scope)
 
     def _acquire_rate(self, call: _Call, model: str) -> Permit:
         """Wait for the shared limiter, up to the retry-after cap and the deadline; a longer
@@ -372,8 +402,7 @@ class Gateway:
             timeout = min(timeout, left)
             headers[DEADLINE_HEADER] = repr(call.deadline)
         if timeout < MIN_CALL_SECONDS:
-            self.budgets.settle(reservation, micro_usd=0, tokens=0)
-            self.limiter.settle(permit, limits, input_tokens=0, output_tokens=0)
+            self._release(reservation, permit, limits)
             if probe:
                 self.breaker.release_probe(model)
             self._record(call, step_tier, model, Outcome.DEADLINE, error="no time left")
@@ -387,13 +416,11 @@ class Gateway:
             message = raw.parse()
         except anthropic.APIStatusError as exc:
             latency = time.perf_counter() - started
-            self.budgets.settle(reservation, micro_usd=0, tokens=0)
-            self.limiter.settle(permit, limits, input_tokens=0, output_tokens=0)
+            self._release(reservation, permit, limits)
             return self._status_failure(call, chain, index, model, exc, latency, probe)
         except anthropic.APIConnectionError as exc:  # includes timeouts, after the SDK's retries
             latency = time.perf_counter() - started
-            self.budgets.settle(reservation, micro_usd=0, tokens=0)
-            self.limiter.settle(permit, limits, input_tokens=0, output_tokens=0)
+            self._release(reservation, permit, limits)
             self._breaker_failure(model, probe)
             self._record(
                 call,
@@ -414,18 +441,16 @@ class Gateway:
             cache_read_input_tokens=message.usage.cache_read_input_tokens or 0,
         )
         cost = cost_usd(self.config.price(model), usage)
-        fraction = self.budgets.settle(
+        fraction = self.guards.settle(
             reservation,
-            micro_usd=to_micro_usd(cost),
-            tokens=usage.prompt_tokens + usage.output_tokens,
-        )
-        self._budget_level(fraction)
-        self.limiter.settle(
             permit,
             limits,
+            micro_usd=to_micro_usd(cost),
+            tokens=usage.prompt_tokens + usage.output_tokens,
             input_tokens=usage.input_tokens + usage.cache_creation_input_tokens,
             output_tokens=usage.output_tokens,
         )
+        self._budget_level(fraction)
         self.breaker.record_success(model, probe=probe)
 
         content = [block.to_dict(mode="json") for block in message.content]
@@ -529,6 +554,12 @@ class Gateway:
         ) from exc
 
     # ------------------------------------------------------------------------------ helpers
+    def _release(self, reservation: Reservation, permit: Permit, limits: RateLimits) -> None:
+        """Nothing was charged: give back the budget reservation and the token estimates."""
+        self.guards.settle(
+            reservation, permit, limits, micro_usd=0, tokens=0, input_tokens=0, output_tokens=0
+        )
+
     def _structured(
         self, schema: dict[str, Any] | None, text: str, stop_reason: str | None
     ) -> tuple[dict[str, Any] | None, str | None]:

@@ -23,7 +23,9 @@ _PREFIX = "llm:rl"
 
 # KEYS[1] = bucket hash. ARGV: burst_seconds, then per dimension (r, i, o): limit, amount.
 # Returns 0 when taken, else the milliseconds to wait before the same request would fit.
-_ACQUIRE = """
+ACQUIRE_FN = (
+    "local function limiter_acquire(KEYS, ARGV)\n"
+    + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local burst = tonumber(ARGV[1])
@@ -55,10 +57,15 @@ redis.call('HSET', KEYS[1], 'ts', now, 'r', levels[1], 'i', levels[2], 'o', leve
 redis.call('PEXPIRE', KEYS[1], 120000)
 return wait
 """
+    + "end\n"
+)
+_ACQUIRE = ACQUIRE_FN + "return limiter_acquire(KEYS, ARGV)\n"
 
 # Give back (or take more of) token estimates once the real usage is known. ARGV: i, o deltas
 # (positive = give back) and their caps.
-_ADJUST = """
+ADJUST_FN = (
+    "local function limiter_adjust(KEYS, ARGV)\n"
+    + """
 local state = redis.call('HMGET', KEYS[1], 'i', 'o')
 for d = 1, 2 do
   local field = (d == 1) and 'i' or 'o'
@@ -70,6 +77,9 @@ for d = 1, 2 do
 end
 return 1
 """
+    + "end\n"
+)
+_ADJUST = ADJUST_FN + "return limiter_adjust(KEYS, ARGV)\n"
 
 # Lower buckets to what the provider says remains. ARGV per dimension (r, i, o): remaining
 # ('' = unknown), ms until the provider's bucket is full again, our refill rate per ms. At zero
@@ -104,24 +114,39 @@ class RateLimiter:
         self._adjust = client.register_script(_ADJUST)
         self._observe = client.register_script(_OBSERVE)
 
+    def key(self, family: str) -> str:
+        return f"{_PREFIX}:{family}"
+
     def try_acquire(
         self, family: str, limits: RateLimits, *, input_tokens: int, output_tokens: int
     ) -> tuple[Permit | None, float]:
         """Take one request and the token estimates now, or say how many seconds to wait."""
         wait_ms = self._acquire(
-            keys=[f"{_PREFIX}:{family}"],
-            args=[
-                self.burst_seconds,
-                limits.rpm,
-                1,
-                limits.itpm,
-                input_tokens,
-                limits.otpm,
-                output_tokens,
-            ],
+            keys=[self.key(family)],
+            args=self.acquire_args(limits, input_tokens=input_tokens, output_tokens=output_tokens),
         )
+        return self.acquire_result(family, int(wait_ms), input_tokens, output_tokens)
+
+    def acquire_args(
+        self, limits: RateLimits, *, input_tokens: int, output_tokens: int
+    ) -> list[str | int | float]:
+        """ARGV of the acquire script (also run inside ledgerly.llm.guards' script)."""
+        return [
+            self.burst_seconds,
+            limits.rpm,
+            1,
+            limits.itpm,
+            input_tokens,
+            limits.otpm,
+            output_tokens,
+        ]
+
+    @staticmethod
+    def acquire_result(
+        family: str, wait_ms: int, input_tokens: int, output_tokens: int
+    ) -> tuple[Permit | None, float]:
         if wait_ms:
-            return None, int(wait_ms) / 1000
+            return None, wait_ms / 1000
         return Permit(family, input_tokens, output_tokens), 0.0
 
     def settle(
@@ -129,14 +154,21 @@ class RateLimiter:
     ) -> None:
         """Correct the estimates taken by `permit` to the tokens really used."""
         self._adjust(
-            keys=[f"{_PREFIX}:{permit.family}"],
-            args=[
-                permit.input_tokens - input_tokens,
-                permit.output_tokens - output_tokens,
-                max(1, limits.itpm * self.burst_seconds / 60),
-                max(1, limits.otpm * self.burst_seconds / 60),
-            ],
+            keys=[self.key(permit.family)],
+            args=self.settle_args(
+                permit, limits, input_tokens=input_tokens, output_tokens=output_tokens
+            ),
         )
+
+    def settle_args(
+        self, permit: Permit, limits: RateLimits, *, input_tokens: int, output_tokens: int
+    ) -> list[str | int | float]:
+        return [
+            permit.input_tokens - input_tokens,
+            permit.output_tokens - output_tokens,
+            max(1, limits.itpm * self.burst_seconds / 60),
+            max(1, limits.otpm * self.burst_seconds / 60),
+        ]
 
     def observe(
         self,

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import time
 
 import pytest
 from django.conf import settings
@@ -79,14 +78,15 @@ def test_provider_reporting_nothing_left_stops_us_until_its_reset(redis_client):
 def test_four_processes_sharing_the_limiter_stay_under_its_rpm(redis_client):
     rpm, burst, duration = 240, 1.0, 4.0  # 4 per second, bucket of 4
     limits = RateLimits(rpm=rpm, itpm=10**9, otpm=10**9)
-    start = time.time() + 2.0  # spawned interpreters need a moment to start
-    until = start + duration
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(4) as pool:
+    with ctx.Manager() as manager, ctx.Pool(4) as pool:
+        barrier = manager.Barrier(4)  # all four processes ready before anyone takes
         pending = pool.starmap_async(
-            workers.hammer_limiter, [(settings.REDIS_URL, limits, burst, until)] * 4
+            workers.hammer_limiter, [(settings.REDIS_URL, limits, burst, duration, barrier)] * 4
         )
-        results = pending.get(timeout=60)
+        outcomes = pending.get(timeout=120)
+    results = [granted for granted, _ in outcomes]
+    until = max(end for _, end in outcomes)
     stamps = sorted(t for r in results for t in r)
     first = stamps[0]
 

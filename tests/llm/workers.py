@@ -33,19 +33,21 @@ def reserve_many(
 
 
 def hammer_limiter(
-    redis_url: str, limits: RateLimits, burst_seconds: float, until: float
-) -> list[float]:
-    """Take requests from the shared limiter as fast as it allows until `until` (wall clock);
-    returns the times they were granted."""
+    redis_url: str, limits: RateLimits, burst_seconds: float, duration: float, barrier: Any
+) -> tuple[list[float], float]:
+    """Once every process has reached `barrier`, take requests from the shared limiter as fast
+    as it allows for `duration` seconds; returns the times they were granted and the end."""
     limiter = RateLimiter(redis.Redis.from_url(redis_url), burst_seconds=burst_seconds)
     granted = []
+    barrier.wait()
+    until = time.time() + duration
     while time.time() < until:
         permit, wait = limiter.try_acquire("race", limits, input_tokens=1, output_tokens=1)
         if permit is not None:
             granted.append(time.time())
         else:
             time.sleep(min(wait, max(0.0, until - time.time())))
-    return granted
+    return granted, until
 
 
 def fail_model_calls(redis_url: str, model: str, failures: int) -> str:
