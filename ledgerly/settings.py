@@ -126,6 +126,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "billing.tasks.expire_refund_requests",
         "schedule": 300,
     },
+    "memory-purge-semantic-cache": {"task": "memory.tasks.purge_semantic_cache", "schedule": 3600},
 }
 
 CACHES = {
