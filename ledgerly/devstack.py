@@ -55,8 +55,9 @@ def start_postgres(data_dir: Path) -> Service:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
-        # As root, pgserver runs postgres as its own OS user, which must reach the data dir.
-        for parent in [data_dir, *data_dir.parents]:
+        # As root, pgserver runs postgres as its own OS user, which must traverse the parents of
+        # the data dir (the data dir itself must stay 0700, or postgres refuses to start).
+        for parent in data_dir.parents:
             with contextlib.suppress(PermissionError):
                 parent.chmod(parent.stat().st_mode | 0o011)
     server = pgserver.get_server(data_dir, cleanup_mode="stop")
@@ -165,9 +166,15 @@ def _run_stack() -> int:
 
         py = sys.executable
         manage = str(root / "manage.py")
-        subprocess.run([py, manage, "migrate", "--no-input"], check=True, cwd=root)  # noqa: S603
-        subprocess.run([py, manage, "collectstatic", "--no-input", "-v0"], check=True, cwd=root)  # noqa: S603
-        subprocess.run([py, manage, "seed_demo"], check=True, cwd=root)  # noqa: S603
+        for step in (
+            ["migrate", "--no-input", "-v0"],
+            ["collectstatic", "--no-input", "-v0"],
+            ["seed_demo"],
+            ["ingest_helpcenter"],
+        ):
+            t_step = time.monotonic()
+            subprocess.run([py, manage, *step], check=True, cwd=root)  # noqa: S603
+            print(f"[ledgerly] {step[0]}: {time.monotonic() - t_step:.1f} s", flush=True)
 
         host = os.environ.get("HOST", "127.0.0.1")
         port = os.environ.get("PORT", "8000")
