@@ -246,8 +246,9 @@ LLM_CALL_TIMEOUT_SECONDS = env.floating("LLM_CALL_TIMEOUT_SECONDS", 60.0, minimu
 EMBEDDING_PROVIDER = env.string("EMBEDDING_PROVIDER", "wordllama", choices=["wordllama", "hashing"])
 EMBEDDING_DIM = env.integer("EMBEDDING_DIM", 256, minimum=1)
 EMBEDDING_BATCH_SIZE = env.integer("EMBEDDING_BATCH_SIZE", 256, minimum=1)
-# HNSW candidate list size per query (pgvector's hnsw.ef_search); see bench/vector_search.py.
-MEMORY_HNSW_EF_SEARCH = env.integer("MEMORY_HNSW_EF_SEARCH", 40, minimum=1)
+# HNSW candidate list size per query (pgvector's hnsw.ef_search). bench/vector_search.py, 100k
+# chunks: 100 gives recall@5 0.98 at p95 3 ms; 40 only 0.95.
+MEMORY_HNSW_EF_SEARCH = env.integer("MEMORY_HNSW_EF_SEARCH", 100, minimum=1)
 MEMORY_RETRIEVAL_TOP_K = env.integer("MEMORY_RETRIEVAL_TOP_K", 3, minimum=1)
 # "vector" or "hybrid" (vector + Postgres full-text search); bench/retrieval.py measures both.
 MEMORY_RETRIEVAL_MODE = env.string("MEMORY_RETRIEVAL_MODE", "vector", choices=["vector", "hybrid"])
