@@ -106,7 +106,12 @@ def _provider_for(name: str, dim: int) -> EmbeddingProvider:
         factory = _PROVIDERS[name]
     except KeyError:
         raise ImproperlyConfigured(f"Unknown EMBEDDING_PROVIDER {name!r}") from None
-    provider: EmbeddingProvider = factory(dim=dim)
+    try:
+        provider: EmbeddingProvider = factory(dim=dim)
+    except (ValueError, OSError) as exc:  # e.g. no weights of that dimension in the wheel
+        raise ImproperlyConfigured(
+            f"EMBEDDING_PROVIDER {name!r} cannot give {dim}-d vectors (EMBEDDING_DIM): {exc}"
+        ) from exc
     if provider.dim != dim:
         raise ImproperlyConfigured(
             f"EMBEDDING_PROVIDER {name!r} gives {provider.dim}-d vectors, EMBEDDING_DIM is {dim}"
