@@ -16,11 +16,13 @@ import datetime as dt
 import random
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Permission
-from django.db import transaction
+from django.db import models, transaction
 
 from billing.models import (
     Charge,
@@ -400,11 +402,36 @@ _PLACES = [
 ]  # fmt: skip
 
 
+def _bulk_upsert(model: type[models.Model], rows: list[Any], *, keep: tuple[str, ...] = ()) -> None:
+    """Insert rows or refresh them in place, found by their unique `ref`/`number`. Fields in
+    `keep` are written only on insert (money that may have moved since)."""
+    unique = "number" if model is Invoice else "ref"
+    fields = [
+        f.name
+        for f in model._meta.concrete_fields
+        if not f.primary_key and f.name != unique and f.name not in keep
+    ]
+    model._default_manager.bulk_create(
+        rows, update_conflicts=True, unique_fields=[unique], update_fields=fields
+    )
+
+
+def _ids(model: type[models.Model], field_name: str, values: list[str]) -> dict[str, int]:
+    pairs = model._default_manager.filter(**{f"{field_name}__in": values}).values_list(
+        field_name, "pk"
+    )
+    return dict(pairs)
+
+
 def _seed_background(today: dt.date, plans: dict[tuple[str, str], Plan]) -> None:
     # A fixed seed: the same crowd for every T, only its dates move with T.
     rng = random.Random(20260101)  # noqa: S311 — demo data, not security
     firsts, lasts = _FIRST.split(), _LAST.split()
     plan_keys = list(PLANS)
+    customers: list[Customer] = []
+    subscriptions: list[tuple[str, Subscription]] = []
+    invoices: list[tuple[str, Invoice]] = []
+    charges: list[tuple[str, Charge]] = []
     for index in range(1, BACKGROUND_CUSTOMERS + 1):
         first, last = rng.choice(firsts), rng.choice(lasts)
         country, currency = rng.choice(_PLACES)
@@ -414,6 +441,7 @@ def _seed_background(today: dt.date, plans: dict[tuple[str, str], Plan]) -> None
             Decimal(VAT_RATES[country]) if country in VAT_RATES and not vat_id else Decimal(0)
         )
         code, interval = plan_keys[rng.randrange(len(plan_keys))]
+        plan = plans[(code, interval)]
         canceled = rng.random() < 0.08
         anchor = today - dt.timedelta(days=rng.randint(1, 27))
         if interval == Interval.ANNUAL:
@@ -423,14 +451,17 @@ def _seed_background(today: dt.date, plans: dict[tuple[str, str], Plan]) -> None
             issue_days = [add_months(anchor, -k) for k in range(11, -1, -1)]
         if canceled:
             issue_days = issue_days[: max(1, len(issue_days) - 3)]
-        customer = _upsert_customer(
-            ref=f"cus_bg_{index:03d}",
-            email=f"{first.lower()}.{last.lower()}.{index:02d}@example.net",
-            name=f"{first} {last}",
-            country=country,
-            currency=currency,
-            vat_id=vat_id,
-            created=issue_days[0] - dt.timedelta(days=rng.randint(0, 20)),
+        customer_ref = f"cus_bg_{index:03d}"
+        customers.append(
+            Customer(
+                ref=customer_ref,
+                email=f"{first.lower()}.{last.lower()}.{index:02d}@example.net",
+                name=f"{first} {last}",
+                country=country,
+                currency=currency,
+                vat_id=vat_id,
+                created_at=_at(issue_days[0] - dt.timedelta(days=rng.randint(0, 20)), 8),
+            )
         )
         if currency == "EUR" and rng.random() < 0.4:
             method, last4 = PaymentMethod.SEPA_DEBIT, f"{rng.randint(0, 9999):04d}"
@@ -439,67 +470,119 @@ def _seed_background(today: dt.date, plans: dict[tuple[str, str], Plan]) -> None
         else:
             method = rng.choice([PaymentMethod.VISA, PaymentMethod.MASTERCARD, PaymentMethod.AMEX])
             last4 = f"{rng.randint(0, 9999):04d}"
-        subscription = _upsert_subscription(
-            ref=f"sub_bg_{index:03d}",
-            customer=customer,
-            plan=plans[(code, interval)],
-            started=issue_days[0],
-            period_start=issue_days[-1],
-            status=SubscriptionStatus.CANCELED if canceled else SubscriptionStatus.ACTIVE,
-            canceled_on=issue_days[-1] + dt.timedelta(days=10) if canceled else None,
+        subscription_ref = f"sub_bg_{index:03d}"
+        subscriptions.append(
+            (
+                customer_ref,
+                Subscription(
+                    ref=subscription_ref,
+                    plan=plan,
+                    currency=currency,
+                    status=SubscriptionStatus.CANCELED if canceled else SubscriptionStatus.ACTIVE,
+                    started_at=_at(issue_days[0], 8),
+                    current_period_start=_at(issue_days[-1]),
+                    current_period_end=_at(_period_end(issue_days[-1], interval)),
+                    cancel_at_period_end=False,
+                    canceled_at=_at(issue_days[-1] + dt.timedelta(days=10)) if canceled else None,
+                ),
+            )
         )
         for number, issued in enumerate(issue_days, start=1):
-            invoice = _upsert_invoice(
-                number=f"INV-BG{index:03d}-{number:02d}",
-                subscription=subscription,
-                issued=issued,
+            invoice_number = f"INV-BG{index:03d}-{number:02d}"
+            tax = (plan.price * tax_rate).quantize(CENT, rounding=ROUND_HALF_UP)
+            invoice = Invoice(
+                number=invoice_number,
+                currency=currency,
+                subtotal=plan.price,
                 tax_rate=tax_rate,
+                tax=tax,
+                total=plan.price + tax,
                 status=InvoiceStatus.PAID,
+                issued_at=_at(issued, 8),
+                period_start=issued,
+                period_end=_period_end(issued, interval),
             )
+            invoices.append((subscription_ref, invoice))
             charge_at = _at(issued, rng.randint(6, 20), rng.randint(0, 59))
+            common = {
+                "amount": invoice.total,
+                "currency": currency,
+                "payment_method": method,
+                "payment_method_last4": last4,
+            }
             if rng.random() < 0.05:
                 # An ordinary hiccup: the first attempt failed, the day-1 retry succeeded.
-                _upsert_charge(
-                    invoice=invoice,
-                    spec=_Charge(
-                        f"ch_bg_{index:03d}_{number:02d}_f",
-                        status=ChargeStatus.FAILED,
-                        method=method,
-                        last4=last4,
-                        failure=("card_declined", "The card was declined."),
-                        retries_attempted=1,
-                    ),
-                    at=charge_at,
+                failed = Charge(
+                    ref=f"ch_bg_{index:03d}_{number:02d}_f",
+                    status=ChargeStatus.FAILED,
+                    charged_at=charge_at,
+                    failure_code="card_declined",
+                    failure_message="The card was declined.",
+                    retries_attempted=1,
+                    **common,
                 )
+                charges.append((invoice_number, failed))
                 charge_at += dt.timedelta(days=1)
-            _upsert_charge(
-                invoice=invoice,
-                spec=_Charge(f"ch_bg_{index:03d}_{number:02d}", method=method, last4=last4),
-                at=charge_at,
+            charges.append(
+                (
+                    invoice_number,
+                    Charge(
+                        ref=f"ch_bg_{index:03d}_{number:02d}",
+                        status=ChargeStatus.SUCCEEDED,
+                        charged_at=charge_at,
+                        **common,
+                    ),
+                )
             )
+
+    _bulk_upsert(Customer, customers)
+    customer_ids = _ids(Customer, "ref", [c.ref for c in customers])
+    for customer_ref, subscription in subscriptions:
+        subscription.customer_id = customer_ids[customer_ref]
+    _bulk_upsert(Subscription, [sub for _, sub in subscriptions])
+    subscription_ids = _ids(Subscription, "ref", [sub.ref for _, sub in subscriptions])
+    subscription_customer = {sub.ref: sub.customer_id for _, sub in subscriptions}
+    for subscription_ref, invoice in invoices:
+        invoice.subscription_id = subscription_ids[subscription_ref]
+        invoice.customer_id = subscription_customer[subscription_ref]
+    _bulk_upsert(Invoice, [inv for _, inv in invoices])
+    invoice_ids = _ids(Invoice, "number", [inv.number for _, inv in invoices])
+    invoice_customer = {inv.number: inv.customer_id for _, inv in invoices}
+    for invoice_number, charge in charges:
+        charge.invoice_id = invoice_ids[invoice_number]
+        charge.customer_id = invoice_customer[invoice_number]
+    _bulk_upsert(
+        Charge, [ch for _, ch in charges], keep=("refunded_amount", "refund_pending_amount")
+    )
 
 
 def seed_users() -> int:
     """Auth users for every customer (no usable password) and, outside production, the demo
     staff login."""
     User = get_user_model()
-    count = 0
-    for customer in Customer.objects.all():
-        user, created = User.objects.get_or_create(
-            username=customer.email,
-            defaults={"email": customer.email, "first_name": customer.name.split()[0]},
-        )
-        if created:
-            user.set_unusable_password()
-            user.save(update_fields=["password"])
-        count += 1
+    customers = list(Customer.objects.values_list("email", "name"))
+    User.objects.bulk_create(
+        [
+            User(
+                username=email,
+                email=email,
+                first_name=name.split()[0],
+                password=make_password(None),  # unusable: they sign in through the demo only
+            )
+            for email, name in customers
+        ],
+        ignore_conflicts=True,
+    )
+    count = len(customers)
     if not settings.PRODUCTION:
-        staff, _ = User.objects.get_or_create(
+        staff, created = User.objects.get_or_create(
             username=STAFF_USERNAME, defaults={"email": "staff@ledgerly.example"}
         )
         staff.is_staff = True
         staff.is_active = True
-        staff.set_password(STAFF_PASSWORD)
+        if created or not staff.has_usable_password():
+            # Hashing is deliberately slow; a re-run keeps whatever password is set.
+            staff.set_password(STAFF_PASSWORD)
         staff.save()
         view_billing = Permission.objects.filter(
             content_type__app_label="billing", codename__startswith="view_"
