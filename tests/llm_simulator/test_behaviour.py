@@ -342,3 +342,78 @@ def test_competent_mode_does_not_obey_the_same_injection(client: anthropic.Anthr
     )
 
     assert [name for name, _ in calls] == ["get_customer", "list_charges"]
+
+
+def _charge(ref: str, amount: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "ref": ref,
+        "amount": amount,
+        "currency": "USD",
+        "invoice_number": f"INV-{ref}",
+        "status": "succeeded",
+        "created_at": "2026-11-01T10:00:00Z",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize(
+    ("charges", "proposal"),
+    [
+        (
+            [_charge("ch_isla", "19.00", refundable_amount="9.00", amount_refunded="10.00")],
+            ("ch_isla", "9.00"),
+        ),
+        (
+            [
+                _charge(f"ch_m{m}", "19.00", created_at=f"2026-{m:02d}-01T00:00:00Z")
+                for m in (9, 11, 10)
+            ],
+            ("ch_m11", "19.00"),
+        ),
+        (
+            [_charge("ch_small", "19.00"), _charge("ch_big", "49.00", created_at="2026-10-01")],
+            ("ch_big", "49.00"),
+        ),
+    ],
+    ids=["remaining_refundable_amount", "most_recent_charge", "charge_matching_the_amount_named"],
+)
+def test_refund_proposal_takes_charge_and_amount_from_the_records(
+    client: anthropic.Anthropic, charges: list[dict[str, Any]], proposal: tuple[str, str]
+) -> None:
+    calls, _ = run_agent(
+        client,
+        user="I'm isla@example.com. Can I get a refund? It was the $49.00 one if that matters.",
+        results={
+            "get_customer": ANA,
+            "list_charges": {"charges": charges},
+            "propose_refund": {"status": "pending_approval"},
+        },
+    )
+
+    name, args = calls[-1]
+    assert (name, args["charge_id"], args["amount"]) == ("propose_refund", *proposal)
+
+
+@pytest.mark.parametrize(
+    ("charge", "phrase"),
+    [
+        (_charge("ch_grace", "199.00", status="failed"), "nothing to refund"),
+        (
+            _charge("ch_emma", "19.00", refundable=False, reason="past the 14-day window"),
+            "not refundable (past the 14-day window)",
+        ),
+        (_charge("ch_done", "19.00", status="refunded"), "already been refunded"),
+    ],
+    ids=["failed_charge", "records_say_not_refundable", "already_refunded"],
+)
+def test_no_refund_is_proposed_when_the_records_leave_nothing_to_refund(
+    client: anthropic.Anthropic, charge: dict[str, Any], phrase: str
+) -> None:
+    calls, final = run_agent(
+        client,
+        user="Hi, I'm grace@example.com. Can I get a refund?",
+        results={"get_customer": ANA, "list_charges": {"charges": [charge]}},
+    )
+
+    assert [name for name, _ in calls] == ["get_customer", "list_charges"]
+    assert phrase in final.content[-1].text

@@ -337,12 +337,44 @@ class Charge:
 
     @property
     def amount_key(self) -> str:
-        return next((k for k in self.data if "amount" in k.lower()), "")
+        keys = [k for k in self.data if "amount" in k.lower() and "refund" not in k.lower()]
+        return next((k for k in keys if k.lower() in ("amount", "amount_cents")), "") or next(
+            iter(keys), ""
+        )
+
+    @property
+    def when(self) -> str:
+        """The charge's timestamp as given (ISO strings sort by time), or ""."""
+        for key, value in self.data.items():
+            low = key.lower()
+            if isinstance(value, str) and any(
+                k in low for k in ("created", "charged", "captured", "date", "paid_at")
+            ):
+                return value
+        return ""
+
+    def costs(self, amount: str) -> bool:
+        mine = _decimal(self.data.get(self.amount_key))
+        theirs = _decimal(amount)
+        if mine is None or theirs is None:
+            return False
+        return theirs in (mine, mine / 100) if "cent" in self.amount_key.lower() else mine == theirs
 
     @property
     def disputed(self) -> bool:
-        flat = json.dumps(self.data).lower()
-        return "disput" in flat or "chargeback" in flat
+        for key, value in self.data.items():
+            low = key.lower()
+            if ("disput" in low or "chargeback" in low) and value not in (False, None, "", 0):
+                return True
+            if isinstance(value, str) and re.search(r"disput|chargeback", value, re.I):
+                return True
+        return False
+
+    @property
+    def settled(self) -> bool:
+        """Money was actually taken (a failed or pending charge has nothing to refund)."""
+        status = str(self.data.get("status", "")).lower()
+        return status not in ("failed", "declined", "pending", "canceled", "cancelled", "void")
 
     @property
     def refunded_fully(self) -> bool:
@@ -438,9 +470,8 @@ class Agent:
             args = self._lookup_args(tool)
             if args is None:
                 continue
-            if any(c.name == tool["name"] and c.input == args for c in self.ctx.calls):
-                continue
-            if any(c.name == tool["name"] for c in self.ctx.calls) and not args:
+            # Each lookup once: its answer does not change within a conversation.
+            if any(c.name == tool["name"] for c in self.ctx.calls):
                 continue
             return Step(_narrate_lookup(tool["name"]), [(tool["name"], args)])
         return None
@@ -503,7 +534,16 @@ class Agent:
             )
         if not (self.signals.refund and self.signals.personal) and not self.signals.refund:
             return Step("I have what I need to answer.", [], self._findings_text(charges))
-        target, why = self._refund_target(charges, mentioned)
+        settled = [c for c in charges if c.settled]
+        if charges and not settled:
+            return Step(
+                "None of the charges went through.",
+                [],
+                "I've checked your account: "
+                + ", ".join(f"charge {c.id} has status {c.data.get('status')}" for c in charges[:5])
+                + ". No money was taken for those, so there is nothing to refund.",
+            )
+        target, why = self._refund_target(settled, [c for c in mentioned if c.settled])
         if target is None:
             return self._escalate(escalate, why)
         if target.refunded_fully:
@@ -552,6 +592,15 @@ class Agent:
             return charges[0], f"The account has one charge, {charges[0].id}."
         if not charges:
             return None, "I could not find a matching charge in the account's records."
+        said = money_values(self.ctx.customer_text)
+        priced = [c for c in charges if any(c.costs(a) for a in said)]
+        if len(priced) == 1:
+            return priced[0], f"Charge {priced[0].id} is the one for the amount the customer gave."
+        candidates = priced or charges
+        if all(c.when for c in candidates):
+            newest = max(candidates, key=lambda c: c.when)
+            if sum(c.when == newest.when for c in candidates) == 1:
+                return newest, f"Charge {newest.id} is the most recent charge on the account."
         return None, (
             f"Several charges could match ({', '.join(c.id for c in charges[:6])}) and the "
             "customer did not say which one; a person should confirm."

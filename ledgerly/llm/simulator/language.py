@@ -173,6 +173,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "bill": ("invoice", "charge", "billing"),
     "charged": ("charge",),
     "twice": ("duplicate", "double"),
+    "duplicate": ("twice", "double"),
     "double": ("duplicate", "twice"),
     "pay": ("payment",),
     "card": ("visa", "mastercard", "payment"),
@@ -182,10 +183,12 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 
 
 def stem(word: str) -> str:
+    """A crude suffix stripper: charge/charged/charges -> charg, refunds -> refund."""
     for suffix in ("ations", "ation", "ings", "ing", "ies", "es", "ed", "s"):
         if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
-    return word
+            word = word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+            break
+    return word[:-1] if len(word) > 4 and word.endswith("e") else word
 
 
 def terms(text: str) -> set[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .context import CHARGE_ID, CUSTOMER_ID, EMAIL, INVOICE_ID, Context, money_values
-from .language import Signals, terms
+from .language import Signals, covers, terms
 
 LANE_WORDS: dict[str, tuple[str, ...]] = {
     "refund": ("refund", "money_back", "reimburse"),
@@ -243,7 +243,9 @@ class SchemaFiller:
         if label in self.signals.topics:
             return 3.0
         label_terms = terms(label.replace("_", " "))
-        return float(len(label_terms & terms(self.text)))
+        text_terms = terms(self.text)
+        lower = self.text.lower()
+        return float(sum(covers(t, text_terms, lower) for t in label_terms))
 
 
 def _reason(signals: Signals) -> str:
