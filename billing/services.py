@@ -44,6 +44,7 @@ from billing.models import (
     ChargeStatus,
     Customer,
     IdempotencyKey,
+    Invoice,
     RecoveryPoint,
     Refund,
     RefundRequest,
@@ -97,6 +98,38 @@ class RefundRequestStateError(RefundError):
 
 
 Actor = AbstractBaseUser | AnonymousUser
+
+
+# --- invoices -------------------------------------------------------------------------------------
+INVOICE_REISSUE_DAYS = 90  # POLICY.md: an invoice from the last 90 days can be reissued once
+
+
+class InvoiceReissueNotAllowed(Exception):
+    """The invoice is too old, already reissued, or not the customer's."""
+
+
+def invoice_reissue(
+    *, customer: Customer, invoice: Invoice, at: dt.datetime | None = None
+) -> Invoice:
+    """Reissue `invoice` once with the customer's current details (name, VAT ID). Allowed for an
+    invoice issued in the last 90 days (UTC calendar days, day 90 included) that was never
+    reissued. The amounts do not change; a reverse charge applies to future invoices only."""
+    at = at or timezone.now()
+    if invoice.customer_id != customer.pk:
+        raise InvoiceReissueNotAllowed("that invoice does not belong to this customer")
+    age = (at.astimezone(dt.UTC).date() - invoice.issued_at.astimezone(dt.UTC).date()).days
+    if age > INVOICE_REISSUE_DAYS:
+        raise InvoiceReissueNotAllowed(
+            f"invoice {invoice.number} is {age} days old; only invoices from the last "
+            f"{INVOICE_REISSUE_DAYS} days can be reissued"
+        )
+    changed = Invoice.objects.filter(pk=invoice.pk, reissued=False).update(
+        reissued=True, reissued_at=at
+    )
+    if changed != 1:
+        raise InvoiceReissueNotAllowed(f"invoice {invoice.number} was already reissued once")
+    invoice.refresh_from_db()
+    return invoice
 
 
 # --- refund requests ------------------------------------------------------------------------------
