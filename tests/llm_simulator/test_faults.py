@@ -181,3 +181,36 @@ def test_latency_header_and_lognormal_setting_delay_the_answer() -> None:
     assert 1.2 < waits[100] < 1.8
     assert waits[190] > 2.5  # the long tail
     assert clock.now - before == pytest.approx(0.25)
+
+
+def test_unknown_fault_name_is_a_400_naming_the_known_faults(client: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        client.messages.create(**PARAMS, extra_headers={"x-sim-fault": "gremlins"})
+
+    assert "overloaded" in caught.value.body["error"]["message"]
+
+
+def test_requests_beyond_the_per_minute_limit_get_a_real_429_until_the_bucket_refills() -> None:
+    clock = FakeClock()
+    transport = SimulatorTransport(
+        SimulatorConfig(requests_per_minute=3, clock=clock, sleep=clock.sleep)
+    )
+    client = anthropic.Anthropic(
+        api_key="sk-sim", http_client=httpx2.Client(transport=transport), max_retries=0
+    )
+    remaining = [
+        client.messages.with_raw_response.create(**PARAMS).headers[
+            "anthropic-ratelimit-requests-remaining"
+        ]
+        for _ in range(3)
+    ]
+
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        client.messages.create(**PARAMS)
+    clock.advance(20)  # 3 per minute refills one request every 20 s
+    after_refill = client.messages.with_raw_response.create(**PARAMS)
+
+    assert remaining == ["2", "1", "0"]
+    assert caught.value.response.headers["retry-after"] == "20"
+    assert caught.value.response.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert after_refill.status_code == 200
