@@ -22,7 +22,7 @@ from tests.llm import workers
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 QUESTION = [{"role": "user", "content": "Where can I find my invoices?"}]
-SLOW = {"x-sim-latency-ms": "2500"}  # every call still in flight when the last one reserves
+SLOW = {"x-sim-latency-ms": "5000"}  # every call still in flight when the last one reserves
 
 
 def budget_for_50_calls(gateway) -> Decimal:
