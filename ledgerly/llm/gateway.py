@@ -305,6 +305,12 @@ class Gateway:
             # fraction): a later, cheaper step serves, after its own breaker check.
             if probe:
                 self.breaker.release_probe(model)
+            log.warning(
+                "llm.budget_downgrade",
+                purpose=call.purpose,
+                from_model=model,
+                global_fraction=round(reservation.global_fraction, 4),
+            )
             index += reservation.index
             step_tier, model = chain[index], self.config.models[chain[index]]
             admission = self.breaker.admit(model)
@@ -497,7 +503,7 @@ class Gateway:
                 call_id=record.pk,
                 cost_usd=cost,
                 usage=usage.as_dict(),
-                fallback=bool(call.steps[:-1]),
+                fallback=record.fallback,
                 static=False,
                 simulated=simulated,
                 prompt_ref=call.prompt.ref,
@@ -644,7 +650,7 @@ class Gateway:
             latency_ms=round(latency * 1000),
             attempts=attempts,
             outcome=outcome,
-            fallback=bool(call.steps),
+            fallback=bool(call.steps) or bool(served_tier and served_tier != call.tier),
             simulated=self.simulated if simulated is None else simulated,
             request_id=request_id,
             stop_reason=stop_reason,

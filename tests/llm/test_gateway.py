@@ -349,3 +349,73 @@ def test_run_budget_refusal_raises_budget_exhausted_and_is_recorded(make_gateway
 
     assert caught.value.scope == "run_usd"
     assert outcomes(run_id="tiny") == [("claude-haiku-5-5", "budget_exhausted", False)]
+
+
+def test_provider_headers_reporting_no_room_stop_calls_before_a_429(settings, redis_client):
+    from ledgerly.llm import gateway as gateway_module
+    from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
+
+    settings.LLM_RETRY_AFTER_CAP_SECONDS = 2.0
+    tight = SimulatorTransport(SimulatorConfig(requests_per_minute=5))  # the provider: 5 RPM
+    gateway_module.install(gateway_module.Gateway(inner_transport=tight))
+
+    answered = [
+        llm.complete(
+            tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+        ).static
+        for _ in range(5)
+    ]
+    with pytest.raises(llm.Defer) as caught:
+        llm.complete(
+            tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+        )
+
+    assert answered == [False] * 5
+    assert caught.value.seconds > 2
+    # Deferred by our own limiter: the provider never saw the sixth request, so no 429.
+    assert LLMCall.objects.order_by("-id").values_list("outcome", "attempts")[0] == ("deferred", 0)
+    gateway_module.install(None)
+
+
+@pytest.mark.parametrize(
+    ("used_fraction", "served_tier", "threshold_level"),
+    [(0.5, "large", None), (0.85, "large", "warn"), (0.96, "small", "downgrade")],
+)
+def test_global_spend_thresholds_warn_and_then_serve_large_calls_small(
+    gateway, settings, used_fraction, served_tier, threshold_level
+):
+    from ledgerly.llm import metrics
+    from ledgerly.llm.budget import Candidate
+
+    daily = int(settings.LLM_DAILY_BUDGET_USD * 1_000_000)
+    gateway.budgets.reserve([Candidate(int(daily * used_fraction), 0, large=False)])
+    before = {
+        level: metrics.BUDGET_THRESHOLD.labels(level)._value.get()
+        for level in ("warn", "downgrade")
+    }
+
+    completion = llm.complete(
+        tier="large", purpose="agent_step", prompt="faq_answer", messages=user("hi"), max_tokens=50
+    )
+
+    after = {
+        level: metrics.BUDGET_THRESHOLD.labels(level)._value.get()
+        for level in ("warn", "downgrade")
+    }
+    raised = {level for level in after if after[level] > before[level]}
+    assert completion.tier == served_tier
+    assert completion.fallback == (served_tier != "large")
+    assert raised == ({threshold_level} - {None})
+    assert metrics.BUDGET_USED._value.get() >= used_fraction
+
+
+def test_at_100_percent_of_the_global_budget_model_calls_stop(gateway, settings):
+    from ledgerly.llm.budget import Candidate
+
+    daily = int(settings.LLM_DAILY_BUDGET_USD * 1_000_000)
+    gateway.budgets.reserve([Candidate(daily, 0, large=False)])
+
+    with pytest.raises(llm.BudgetExhausted):
+        llm.complete(
+            tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+        )
