@@ -23,6 +23,7 @@ from ledgerly.llm.errors import BudgetExhausted, ModelCallFailed
 from ledgerly.llm.gateway import Gateway, _Call, estimate_prompt_tokens, get_gateway
 from ledgerly.llm.models import LLMCall
 from ledgerly.llm.pricing import TokenUsage, cost_usd, to_micro_usd, worst_case_micro_usd
+from ledgerly.llm.services import llm_call_save
 
 log = structlog.get_logger(__name__)
 
@@ -161,7 +162,7 @@ def _record(
     }
     if outcome != "succeeded":
         error = str(getattr(entry.result, "error", "") or outcome)[:2000]
-        row = LLMCall.objects.create(outcome=LLMCall.Outcome.FAILED, error=error, **common)
+        row = llm_call_save(row=LLMCall(outcome=LLMCall.Outcome.FAILED, error=error, **common))
         return (
             BatchResult(
                 entry.custom_id, outcome, "", None, [], model, Decimal(0), {}, row.pk, error
@@ -179,7 +180,7 @@ def _record(
     content = [block.to_dict(mode="json") for block in message.content]
     text = "".join(b["text"] for b in content if b.get("type") == "text")
     data, invalid = gw._structured(call.output_schema, text, message.stop_reason)
-    row = LLMCall.objects.create(
+    row = LLMCall(
         outcome=LLMCall.Outcome.INVALID_OUTPUT if invalid else LLMCall.Outcome.OK,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
@@ -190,6 +191,7 @@ def _record(
         error=invalid or "",
         **{**common, "model": message.model},
     )
+    llm_call_save(row=row)
     return (
         BatchResult(
             custom_id=entry.custom_id,

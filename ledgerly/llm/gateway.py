@@ -29,7 +29,6 @@ import anthropic
 import httpx2
 import jsonschema
 import structlog
-from django.db import connection, transaction
 
 from ledgerly.llm import metrics, prompt_registry, redis_state
 from ledgerly.llm.breaker import CircuitBreaker, Verdict
@@ -41,6 +40,7 @@ from ledgerly.llm.guards import Guards
 from ledgerly.llm.limiter import Permit, RateLimiter
 from ledgerly.llm.models import LLMCall
 from ledgerly.llm.pricing import TokenUsage, cost_usd, to_micro_usd, worst_case_micro_usd
+from ledgerly.llm.services import llm_call_save
 from ledgerly.llm.transport import (
     DEADLINE_EXCEEDED_HEADER,
     DEADLINE_HEADER,
@@ -656,7 +656,7 @@ class Gateway:
             stop_reason=stop_reason,
             error=error,
         )
-        _save_record(row)
+        llm_call_save(row=row)
         call.steps.append(row)
         metrics.CALLS.labels(call.tier, model or "static", outcome).inc()
         if cost:
@@ -693,21 +693,6 @@ class Gateway:
             simulated=self.simulated,
             prompt_ref=call.prompt.ref,
         )
-
-
-def _save_record(row: LLMCall) -> None:
-    """Insert one call record. Outside a transaction it commits with synchronous_commit off:
-    the row is durable unless the Postgres server itself crashes within a fraction of a second
-    (then the database stays consistent but may lose the last few records), and the insert stops
-    waiting for a disk flush, the largest part of the gateway's own cost per call. Inside a
-    caller's transaction the caller's commit decides, so it is left alone."""
-    if connection.in_atomic_block:
-        row.save(force_insert=True)
-        return
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        row.save(force_insert=True)
 
 
 def _attempts(request: httpx2.Request | None) -> int:

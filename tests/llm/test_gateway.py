@@ -419,3 +419,22 @@ def test_at_100_percent_of_the_global_budget_model_calls_stop(gateway, settings)
         llm.complete(
             tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
         )
+
+
+def test_spend_for_a_run_sums_every_recorded_step(gateway, simulator):
+    from ledgerly.llm.selectors import llm_spend_for_run
+
+    simulator.inject("overloaded", times=2)
+    completion = llm.complete(
+        tier="large",
+        purpose="agent_step",
+        prompt="faq_answer",
+        messages=user("hi"),
+        max_tokens=50,
+        run_id=9,
+    )
+
+    spend = llm_spend_for_run(run_id=9)
+    assert spend["steps"] == 2
+    assert spend["cost"] == completion.cost_usd > 0
+    assert spend["output_tokens"] == completion.usage["output_tokens"]

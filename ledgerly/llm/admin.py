@@ -1,0 +1,22 @@
+from django.contrib import admin
+
+from ledgerly.llm.models import LLMCall
+
+
+@admin.register(LLMCall)
+class LLMCallAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "purpose",
+        "tier",
+        "model",
+        "outcome",
+        "fallback",
+        "simulated",
+        "cost_usd",
+        "latency_ms",
+        "ticket_id",
+    )
+    list_filter = ("outcome", "model", "purpose", "simulated", "fallback")
+    search_fields = ("ticket_id", "run_id", "customer_id", "request_id")
+    readonly_fields = [f.name for f in LLMCall._meta.fields]
