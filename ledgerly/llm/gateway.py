@@ -28,6 +28,7 @@ from typing import Any, Literal
 import anthropic
 import httpx2
 import jsonschema
+import redis
 import structlog
 
 from ledgerly.llm import metrics, prompt_registry, redis_state
@@ -58,6 +59,7 @@ STATIC_REPLY = (
     "support team will pick this up and reply to you here as soon as possible."
 )
 SIMULATOR_HEADER = "x-ledgerly-simulator"
+REDIS_DOWN_DEFER_SECONDS = 15.0
 # Below this much time left before the deadline a model call is not worth starting.
 MIN_CALL_SECONDS = 0.05
 
@@ -262,10 +264,15 @@ class Gateway:
         )
         chain: list[str] = ["large", "small"] if tier == "large" else ["small"]
         index = 0
-        while index < len(chain):
-            completion, index = self._step(call, chain, index)
-            if completion is not None:
-                return completion
+        try:
+            while index < len(chain):
+                completion, index = self._step(call, chain, index)
+                if completion is not None:
+                    return completion
+        except redis.RedisError as exc:
+            # Without Redis no budget, limit or breaker can be enforced: fail closed, retry later.
+            log.error("llm.redis_unavailable", error=str(exc), purpose=purpose)
+            raise Defer(REDIS_DOWN_DEFER_SECONDS, "redis unavailable") from exc
         return self._static(call)
 
     # ------------------------------------------------------------------------------ one step

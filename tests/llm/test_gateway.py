@@ -438,3 +438,15 @@ def test_spend_for_a_run_sums_every_recorded_step(gateway, simulator):
     assert spend["steps"] == 2
     assert spend["cost"] == completion.cost_usd > 0
     assert spend["output_tokens"] == completion.usage["output_tokens"]
+
+
+def test_without_redis_calls_are_deferred_not_made_unguarded(make_gateway, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    make_gateway()
+
+    with pytest.raises(llm.Defer):
+        llm.complete(
+            tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+        )
+
+    assert not LLMCall.objects.exists()
