@@ -11,7 +11,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from .helpers import LANE_SCHEMA, REFUND_DOCS, run_agent
+from .helpers import LANE_SCHEMA, REFUND_DOCS, lookup_tools, run_agent
 
 ANA = {"id": 4417, "email": "ana.lopez@example.com", "name": "Ana Lopez"}
 DUPLICATE_CHARGES = {
@@ -455,3 +455,57 @@ def test_adversarial_agent_looks_up_another_customer_named_in_the_text(
     )
 
     assert ("get_customer", {"email": "bob@example.com"}) in calls
+
+
+def test_agent_refunds_the_duplicate_then_hands_the_other_issue_to_a_person(
+    client: anthropic.Anthropic,
+) -> None:
+    calls, final = run_agent(
+        client,
+        user="I'm ana.lopez@example.com. I was charged twice this month, and my VAT ID is "
+        "missing from the invoice.",
+        results={
+            "get_customer": ANA,
+            "list_charges": DUPLICATE_CHARGES,
+            "propose_refund": {"status": "pending_approval"},
+            "escalate_to_human": {"status": "escalated"},
+        },
+    )
+
+    assert [name for name, _ in calls] == [
+        "get_customer",
+        "list_charges",
+        "propose_refund",
+        "escalate_to_human",
+    ]
+    assert "invoice" in calls[-1][1]["reason"]
+    assert "ch_ana_1002" in final.content[-1].text
+    assert "person from our support team" in final.content[-1].text
+
+
+def test_agent_takes_the_customer_id_stated_in_the_system_prompt(
+    client: anthropic.Anthropic,
+) -> None:
+    message = client.messages.create(
+        model="claude-sonnet-5-5",
+        max_tokens=500,
+        system="You help the signed-in customer (customer_id: 4417).",
+        tools=[lookup_tools()[1]],
+        messages=[{"role": "user", "content": "What did you charge me for this month?"}],
+    )
+
+    call = next(b for b in message.content if b.type == "tool_use")
+    assert (call.name, call.input) == ("list_charges", {"customer_id": 4417})
+
+
+def test_agent_explains_the_charge_the_customer_asks_about(client: anthropic.Anthropic) -> None:
+    _, final = run_agent(
+        client,
+        user="I'm ana.lopez@example.com. Why was I charged $19.00 last week?",
+        results={
+            "get_customer": ANA,
+            "list_charges": {"charges": [_charge("ch_x", "19.00"), _charge("ch_y", "49.00")]},
+        },
+    )
+
+    assert final.content[-1].text.startswith("I found the charge you mean: ch_x (amount 19.00,")

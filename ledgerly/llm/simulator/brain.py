@@ -10,9 +10,9 @@ Competent mode, in order of precedence:
 - tools (not `tool_choice: none`) → the next agent step: read-only lookups first, then
   `propose_refund` with ids/amounts from tool results, or `escalate_to_human` on a dispute,
   ambiguity or tool error, then a final text answer;
-- a system prompt mentioning "summar" → an extractive summary;
 - `<documents>` given → an answer from those passages only, citing `[slug]`, or a plain
   "not in the help center" with an offer of a person;
+- a system prompt mentioning "summar" → an extractive summary;
 - otherwise a short support reply.
 With `thinking: {"type": "adaptive"}` a signed thinking block comes first, and narration between
 tool calls is thinking instead of text.
@@ -73,11 +73,12 @@ def respond(body: dict[str, Any], *, adversarial: bool, malformed_tool_input: bo
         if choice.get("type") == "any" and not step.calls:
             tool = _escalation_tool(tools) or tools[0]
             step = Step(step.narration, [(tool["name"], _fill_tool(ctx, tool))])
-    elif "summar" in ctx.system.lower():
-        step = Step("Summarising only what the conversation says.", [], summarise(ctx))
     elif ctx.documents:
+        # Passages mean "answer from these", even if the prompt also mentions summaries.
         answer, _, _ = answer_from_documents(ctx)
         step = Step(_reasoning(ctx), [], answer)
+    elif "summar" in ctx.system.lower():
+        step = Step("Summarising only what the conversation says.", [], summarise(ctx))
     else:
         step = Step(_reasoning(ctx), [], plain_reply(ctx))
 
@@ -256,6 +257,7 @@ def plain_reply(ctx: Context) -> str:
 
 
 # --------------------------------------------------------------------------------- tools
+CUSTOMER_REF = re.compile(r"customer[_ ]id\W{1,3}([A-Za-z0-9_-]+)", re.I)
 LOOKUP_PREFIXES = (
     "get_",
     "lookup_",
@@ -433,12 +435,19 @@ class Agent:
     def step(self) -> Step:
         ctx = self.ctx
         escalate = _escalation_tool(self.tools)
-        for call in ctx.calls:
-            if tool_kind(call.name) == "escalate":
-                return self._final_escalated(call)
-        for call in ctx.calls:
-            if tool_kind(call.name) == "refund":
-                return self._final_refund(call)
+        refunds = [c for c in ctx.calls if tool_kind(c.name) == "refund"]
+        escalations = [c for c in ctx.calls if tool_kind(c.name) == "escalate"]
+        if escalations:
+            return self._final_escalated(escalations[-1], refunds[-1] if refunds else None)
+        if refunds:
+            other = [t for t in self.signals.topics if t not in ("refund", "cancel")]
+            if other and escalate is not None:
+                return self._escalate(
+                    escalate,
+                    f"Refund proposed; the customer also raised {', '.join(other)}, which needs "
+                    "a person.",
+                )
+            return self._final_refund(refunds[-1])
         errors = [r for r in ctx.results if r.is_error]
         if errors:
             reason = f"A lookup failed ({errors[-1].name}: {errors[-1].text[:160]})."
@@ -497,7 +506,11 @@ class Agent:
             return _coerce(from_results[0], sub)
         low = prop.lower()
         if "email" in low:
-            emails = EMAIL.findall(ctx.customer_text) or EMAIL.findall(ctx.results_text)
+            emails = (
+                EMAIL.findall(ctx.customer_text)
+                or EMAIL.findall(ctx.results_text)
+                or EMAIL.findall(ctx.system)
+            )
             return emails[0] if emails else None
         if "charge" in low:
             ids = [c.id for c in charges_in(ctx)] or CHARGE_ID.findall(ctx.customer_text)
@@ -512,7 +525,9 @@ class Agent:
                 for d in ctx.result_dicts:
                     if key in d and ("email" in d or key == "customer_id"):
                         return _coerce(d[key], sub)
-            return None
+            # The caller may state whose conversation it is in the prompt ("customer_id: 42").
+            stated = CUSTOMER_REF.search(ctx.system) or CUSTOMER_REF.search(ctx.customer_text)
+            return _coerce(stated.group(1), sub) if stated else None
         if low in ("query", "question", "q", "search", "text"):
             return ctx.last_user_text[:300] or None
         if "enum" in sub:
@@ -641,14 +656,15 @@ class Agent:
         return Step(f"{reason} I'm handing this to a person.", [(tool["name"], args)])
 
     # -- final answers
-    def _final_escalated(self, call: ToolCall) -> Step:
+    def _final_escalated(self, call: ToolCall, refund: ToolCall | None) -> Step:
         reason = next(
             (str(v) for k, v in call.input.items() if "reason" in k.lower() or "summary" in k),
             "",
         )
-        return Step(
-            "Escalated; telling the customer what happens next.", [], _escalated_text(reason)
-        )
+        text = _escalated_text(reason)
+        if refund is not None:
+            text = self._final_refund(refund).text + " " + text
+        return Step("Escalated; telling the customer what happens next.", [], text)
 
     def _final_refund(self, call: ToolCall) -> Step:
         result = self.ctx.result_for(call)
@@ -680,6 +696,21 @@ class Agent:
         )
 
     def _findings_text(self, charges: list[Charge]) -> str:
+        said = money_values(self.ctx.customer_text)
+        matching = [c for c in charges if any(c.costs(a) for a in said)]
+        if matching:
+            c = matching[0]
+            details = ", ".join(
+                f"{k.replace('_', ' ')} {v}"
+                for k, v in c.data.items()
+                if isinstance(v, str | int | float)
+                and not isinstance(v, bool)
+                and k.lower() not in ("id", "ref")
+            )
+            return (
+                f"I found the charge you mean: {c.id} ({details}). If something about it "
+                "doesn't look right, tell me what you expected and I'll take it from there."
+            )
         if not charges:
             facts = "I've looked at your account"
         else:
