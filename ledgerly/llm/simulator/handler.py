@@ -120,6 +120,11 @@ class Simulator:
             raise SimulatedAPIError("not_found_error", f"Not found: {method} {path}")
         except SimulatedAPIError as exc:
             return self._error(exc, base)
+        except Exception:
+            # A simulator bug must look like what it is (a 500 with a logged traceback), not
+            # like a dropped connection the SDK would quietly retry.
+            log.exception("simulator bug while answering %s %s", method, path)
+            return self._error(SimulatedAPIError("api_error", "Internal server error"), base)
 
     def _error(self, exc: SimulatedAPIError, base: dict[str, str]) -> SimResponse:
         headers = {**base, **exc.headers}
