@@ -69,7 +69,7 @@ def test_concurrent_calls_write_the_cache_once_and_all_others_read_it() -> None:
         }
     ]
 
-    def usage(_: int) -> tuple[int, int]:
+    def usage(_: int) -> tuple[int | None, int | None]:
         message = client.messages.create(**PARAMS, system=system)
         return message.usage.cache_creation_input_tokens, message.usage.cache_read_input_tokens
 
