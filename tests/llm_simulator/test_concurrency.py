@@ -69,9 +69,11 @@ def test_concurrent_calls_write_the_cache_once_and_all_others_read_it() -> None:
         }
     ]
 
-    def usage(_: int) -> tuple[int | None, int | None]:
+    def usage(_: int) -> tuple[int, int]:
         message = client.messages.create(**PARAMS, system=system)
-        return message.usage.cache_creation_input_tokens, message.usage.cache_read_input_tokens
+        created = message.usage.cache_creation_input_tokens
+        read = message.usage.cache_read_input_tokens
+        return int(created or 0), int(read or 0)
 
     with ThreadPoolExecutor(8) as pool:
         usages = list(pool.map(usage, range(40)))
