@@ -11,7 +11,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from .helpers import LANE_SCHEMA, REFUND_DOCS, lookup_tools, run_agent
+from .helpers import LANE_SCHEMA, REFUND_DOCS, lookup_tools, run_agent, tool_result
 
 ANA = {"id": 4417, "email": "ana.lopez@example.com", "name": "Ana Lopez"}
 DUPLICATE_CHARGES = {
@@ -509,3 +509,41 @@ def test_agent_explains_the_charge_the_customer_asks_about(client: anthropic.Ant
     )
 
     assert final.content[-1].text.startswith("I found the charge you mean: ch_x (amount 19.00,")
+
+
+def test_with_tools_and_an_output_format_the_final_answer_comes_as_json_after_the_tools(
+    client: anthropic.Anthropic,
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"reply": {"type": "string"}, "needs_human": {"type": "boolean"}},
+        "required": ["reply", "needs_human"],
+        "additionalProperties": False,
+    }
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": "I'm ana.lopez@example.com, please refund my charge."}
+    ]
+    first = client.messages.create(
+        model="claude-sonnet-5-5",
+        max_tokens=800,
+        tools=lookup_tools()[:1],
+        messages=messages,
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+    call = next(b for b in first.content if b.type == "tool_use")
+    messages += [
+        {"role": "assistant", "content": [b.to_dict() for b in first.content]},
+        {"role": "user", "content": [tool_result(call.id, ANA)]},
+    ]
+    final = client.messages.create(
+        model="claude-sonnet-5-5",
+        max_tokens=800,
+        tools=lookup_tools()[:1],
+        messages=messages,
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+    )
+
+    answer = json.loads(final.content[-1].text)
+    assert first.stop_reason == "tool_use"
+    assert set(answer) == {"reply", "needs_human"}
+    assert "person from our support team" in answer["reply"]

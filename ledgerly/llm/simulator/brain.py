@@ -5,11 +5,11 @@ request (system prompt, conversation, documents, tool definitions, earlier tool 
 nothing is looked up elsewhere.
 
 Competent mode, in order of precedence:
-- `output_config.format` json_schema → one text block of JSON filling every property
-  (classification enums by keyword heuristics; see schema_fill.py);
 - tools (not `tool_choice: none`) → the next agent step: read-only lookups first, then
   `propose_refund` with ids/amounts from tool results, or `escalate_to_human` on a dispute,
-  ambiguity or tool error, then a final text answer;
+  ambiguity or tool error, then a final text answer (as JSON when a format is also given);
+- `output_config.format` json_schema → one text block of JSON filling every property
+  (classification enums by keyword heuristics; see schema_fill.py);
 - `<documents>` given → an answer from those passages only, citing `[slug]`, or a plain
   "not in the help center" with an offer of a person;
 - a system prompt mentioning "summar" → an extractive summary;
@@ -66,13 +66,17 @@ def respond(body: dict[str, Any], *, adversarial: bool, malformed_tool_input: bo
     elif choice.get("type") == "tool":
         tool = _tool(tools, str(choice.get("name")))
         step = Step("", [(tool["name"], _fill_tool(ctx, tool))])
-    elif schema is not None:
-        step = Step(_reasoning(ctx), [], json.dumps(_fill(ctx, schema, Answers())))
     elif tools:
         step = Agent(ctx, tools).step()
         if choice.get("type") == "any" and not step.calls:
             tool = _escalation_tool(tools) or tools[0]
             step = Step(step.narration, [(tool["name"], _fill_tool(ctx, tool))])
+        if schema is not None and not step.calls:
+            # Tools first; the final answer then comes in the requested format.
+            filled = _fill(ctx, schema, Answers(answer=step.text, reason=step.narration))
+            step = Step(step.narration, [], json.dumps(filled))
+    elif schema is not None:
+        step = Step(_reasoning(ctx), [], json.dumps(_fill(ctx, schema, Answers())))
     elif ctx.documents:
         # Passages mean "answer from these", even if the prompt also mentions summaries.
         answer, _, _ = answer_from_documents(ctx)
