@@ -67,9 +67,10 @@ class SimulatorConfig:
             "batch_delay_s": env.floating("LLM_SIMULATOR_BATCH_DELAY_S", 0.0),
         }
         values.update(overrides)
-        config = cls(**values)  # type: ignore[arg-type]
-        config.check()
-        return config
+        return cls(**values)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         from django.core.exceptions import ImproperlyConfigured
