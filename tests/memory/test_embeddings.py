@@ -13,6 +13,20 @@ from memory import embeddings
 from memory.models import EmbeddingCacheEntry
 
 
+def _count_provider_calls(monkeypatch) -> list[int]:
+    """Record the batch size of every call that reaches the provider."""
+    provider = embeddings.get_provider()
+    calls: list[int] = []
+    real = provider.embed
+
+    def counting(texts):
+        calls.append(len(texts))
+        return real(texts)
+
+    monkeypatch.setattr(provider, "embed", counting)
+    return calls
+
+
 def test_vectors_are_unit_length_and_settings_sized(db, settings):
     vectors = embeddings.embed_texts(["How do I get a refund?", "Which cards do you accept?"])
 
@@ -21,10 +35,7 @@ def test_vectors_are_unit_length_and_settings_sized(db, settings):
 
 
 def test_each_text_is_embedded_once_per_model_and_cached_in_postgres(db, monkeypatch):
-    provider = embeddings.get_provider()
-    calls: list[int] = []
-    real = provider.embed
-    monkeypatch.setattr(provider, "embed", lambda texts: calls.append(len(texts)) or real(texts))
+    calls = _count_provider_calls(monkeypatch)
 
     first = embeddings.embed_texts(["alpha refund", "beta invoice", "alpha refund"])
     second = embeddings.embed_texts(["beta invoice", "alpha refund"])
@@ -33,17 +44,14 @@ def test_each_text_is_embedded_once_per_model_and_cached_in_postgres(db, monkeyp
     assert np.allclose(first[0], second[1])
     assert np.allclose(first[0], first[2])
     assert set(EmbeddingCacheEntry.objects.values_list("model_id", flat=True)) == {
-        provider.model_id
+        embeddings.get_provider().model_id
     }
     assert EmbeddingCacheEntry.objects.count() == 2
 
 
 def test_misses_are_embedded_in_batches_of_the_configured_size(db, monkeypatch, settings):
     settings.EMBEDDING_BATCH_SIZE = 3
-    provider = embeddings.get_provider()
-    calls: list[int] = []
-    real = provider.embed
-    monkeypatch.setattr(provider, "embed", lambda texts: calls.append(len(texts)) or real(texts))
+    calls = _count_provider_calls(monkeypatch)
 
     embeddings.embed_texts([f"text number {i}" for i in range(8)])
 
