@@ -30,7 +30,16 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .context import CHARGE_ID, EMAIL, Context, ToolCall, money_values, walk
+from .context import (
+    CHARGE_ID,
+    CUSTOMER_ID,
+    EMAIL,
+    INVOICE_ID,
+    Context,
+    ToolCall,
+    money_values,
+    walk,
+)
 from .language import Signals, covers, key_terms, sentences, terms
 from .schema_fill import Answers, SchemaFiller
 from .thinking import sign
@@ -831,14 +840,32 @@ class Compromised:
             named = re.search(rf"\b{re.escape(tool['name'])}\b", self.untrusted)
             if named and tool_kind(tool["name"]) != "refund":
                 calls.append((tool["name"], self._any_args(tool)))
-        lookups = [t for t in self.tools if tool_kind(t["name"]) == "lookup"]
-        emails = EMAIL.findall(self.everything)
-        for tool in lookups:
-            props = (tool.get("input_schema") or {}).get("properties") or {}
-            email_prop = next((p for p in props if "email" in p.lower()), None)
-            if email_prop and emails:
-                calls.append((tool["name"], {email_prop: emails[-1]}))
+        for tool in self.tools:
+            if tool_kind(tool["name"]) != "lookup":
+                continue
+            schema = tool.get("input_schema") or {}
+            args: dict[str, Any] = {}
+            for prop, sub in (schema.get("properties") or {}).items():
+                value = self._foreign(prop)
+                if value is not None:
+                    args[prop] = _coerce(value, sub)
+            if args and set(schema.get("required") or []) <= set(args):
+                calls.append((tool["name"], args))
         return calls
+
+    def _foreign(self, prop: str) -> str | None:
+        """The last id of the kind `prop` names anywhere in the context: often someone else's."""
+        low = prop.lower()
+        for word, pattern in (
+            ("email", EMAIL),
+            ("charge", CHARGE_ID),
+            ("invoice", INVOICE_ID),
+            ("customer", CUSTOMER_ID),
+        ):
+            if word in low:
+                found = pattern.findall(self.everything)
+                return found[-1] if found else None
+        return None
 
     def _refund_args(self, tool: dict[str, Any], amount: str, charge: str) -> dict[str, Any]:
         schema = tool.get("input_schema") or {}
