@@ -24,6 +24,7 @@ from typing import Any
 from .tokens import canonical, count_block
 
 LOOKBACK_BLOCKS = 20
+TOOL_USE_SYSTEM_TOKENS = 346
 MAX_ENTRIES = 50_000
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
@@ -59,8 +60,12 @@ def _ttl_of(block: Any) -> str | None:
 def segments_of(body: dict[str, Any]) -> list[Segment]:
     """The request as cacheable blocks, in the order the API caches them."""
     out: list[Segment] = []
-    for tool in body.get("tools") or []:
-        out.append(Segment("tool:" + canonical(tool), count_block(tool) + 8, _ttl_of(tool)))
+    for n, tool in enumerate(body.get("tools") or []):
+        # With tools the API adds its own tool-use system prompt (~346 tokens), counted once.
+        overhead = TOOL_USE_SYSTEM_TOKENS if n == 0 else 0
+        out.append(
+            Segment("tool:" + canonical(tool), count_block(tool) + 8 + overhead, _ttl_of(tool))
+        )
     system = body.get("system")
     if isinstance(system, str) and system:
         out.append(Segment("system:" + system, count_block(system), None))
