@@ -176,3 +176,21 @@ def embed_texts(texts: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
 def embed_text(text: str) -> np.ndarray:
     """One text's unit vector (through the same cache)."""
     return embed_texts([text])[0]
+
+
+def embed_query(text: str) -> np.ndarray:
+    """A search query's unit vector: an in-process LRU instead of the Postgres cache.
+
+    Queries are mostly one-offs (customers' questions): storing each would grow the table
+    without reuse, and for a local model a cache round trip costs more than embedding.
+    """
+    provider = get_provider()
+    return _query_lru(provider.model_id, text).copy()
+
+
+@lru_cache(maxsize=2048)
+def _query_lru(model_id: str, text: str) -> np.ndarray:
+    provider = get_provider()
+    if provider.model_id != model_id:  # settings changed since; never mix models
+        raise ImproperlyConfigured("embedding provider changed while a query was embedded")
+    return provider.embed([text])[0]

@@ -106,7 +106,7 @@ def passages_search(
     """
     k = k or settings.MEMORY_RETRIEVAL_TOP_K
     mode = mode or settings.MEMORY_RETRIEVAL_MODE  # type: ignore[assignment]
-    vector = embeddings.embed_text(query) if query_vector is None else query_vector
+    vector = embeddings.embed_query(query) if query_vector is None else query_vector
     literal = vector_literal(vector)
     candidates = max(k * 8, 40)
     with transaction.atomic(), connection.cursor() as cursor:
@@ -224,7 +224,7 @@ def customer_memories_recall(
     the caller), scanned exactly (see CustomerMemory).
     """
     now = now or timezone.now()
-    literal = vector_literal(embeddings.embed_text(query))
+    literal = vector_literal(embeddings.embed_query(query))
     with connection.cursor() as cursor:
         cursor.execute(_RECALL_SQL, [literal, customer.pk])
         rows = cursor.fetchall()

@@ -350,7 +350,7 @@ def semantic_cache_lookup(
     threshold = settings.SEMANTIC_CACHE_THRESHOLD if threshold is None else threshold
     kb_version = selectors.kb_version_get()
     provider = embeddings.get_provider()
-    literal = selectors.vector_literal(embeddings.embed_text(question))
+    literal = selectors.vector_literal(embeddings.embed_query(question))
     with transaction.atomic(), connection.cursor() as cursor:
         selectors.set_ef_search(cursor)
         cursor.execute(
