@@ -76,7 +76,7 @@ def test_http_server_streams_events_over_time_and_stops_cleanly_on_sigterm(
     base_url, process = server
     client = anthropic.Anthropic(api_key="sk-sim", base_url=base_url, max_retries=0)
     arrivals: list[float] = []
-    with client.messages.stream(**PARAMS) as stream:
+    with client.messages.stream(**PARAMS, extra_headers={"x-sim-latency-ms": "400"}) as stream:
         for _event in stream:
             arrivals.append(time.monotonic())
         streamed = stream.get_final_message()
@@ -88,7 +88,7 @@ def test_http_server_streams_events_over_time_and_stops_cleanly_on_sigterm(
 
     assert streamed.content[0].text == plain.parse().content[0].text
     assert plain.headers["x-ledgerly-simulator"] == "1"
-    assert arrivals[-1] - arrivals[0] > 0.03  # events arrived spread out, not in one body
+    assert arrivals[-1] - arrivals[0] > 0.15  # 60% of the 400 ms is spread over the events
     assert code == 0
     assert "SIMULATOR (offline, not Claude) listening" in output
     assert "simulator stopped" in output
