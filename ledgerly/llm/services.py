@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import connection, transaction
+from django.db import connection
 
 from ledgerly.llm.models import LLMCall
 
@@ -18,8 +18,20 @@ def llm_call_save(*, row: LLMCall) -> LLMCall:
     if connection.in_atomic_block:
         row.save(force_insert=True)
         return row
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        row.save(force_insert=True)
+    # One statement, one round trip: set_config(..., true) is SET LOCAL for the statement's own
+    # implicit transaction, so it holds when that transaction commits.
+    fields = [f for f in LLMCall._meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields]
+    table = connection.ops.quote_name(LLMCall._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT {placeholders} "  # noqa: S608 (names from the model)
+            "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit "
+            "RETURNING id",
+            values,
+        )
+        row.pk = cursor.fetchone()[0]
+    row._state.adding = False
     return row

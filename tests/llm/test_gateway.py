@@ -450,3 +450,20 @@ def test_without_redis_calls_are_deferred_not_made_unguarded(make_gateway, setti
         )
 
     assert not LLMCall.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_record_written_outside_a_transaction_leaves_the_session_settings_alone(gateway):
+    from django.db import connection
+
+    completion = llm.complete(
+        tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        setting = cursor.fetchone()[0]
+
+    row = LLMCall.objects.get(pk=completion.call_id)
+    assert setting == "on"
+    assert row.created_at is not None
+    assert row.cost_usd == completion.cost_usd
