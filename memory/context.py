@@ -31,6 +31,7 @@ from memory.models import Conversation, Message, MessageRole
 log = logging.getLogger(__name__)
 
 VERBATIM_SHARE = 0.6
+TRUNCATED = "[start of a long message omitted] "
 SUMMARY_SHARE = 0.15
 
 
@@ -152,7 +153,13 @@ def build_context(
     used = 0
     for i, turn in enumerate(reversed(recent)):
         cost = estimate_tokens(turn.content)
-        must = i < settings.CONTEXT_RECENT_TURNS and used + cost <= budget
+        if i == 0 and cost > budget * VERBATIM_SHARE:
+            # A single huge message: keep its end (where the question usually is) within budget.
+            keep = max(int(budget * VERBATIM_SHARE) - 8, 1) * 4 - len(TRUNCATED)
+            turn = hot.Turn(seq=turn.seq, role=turn.role, content=TRUNCATED + turn.content[-keep:])
+            cost = estimate_tokens(turn.content)
+        # Room is always left for the summary of what falls out of the window.
+        must = i < settings.CONTEXT_RECENT_TURNS and used + cost <= budget * (1 - SUMMARY_SHARE)
         if i == 0 or must or used + cost <= budget * VERBATIM_SHARE:
             chosen.append(turn)
             used += cost
@@ -164,6 +171,9 @@ def build_context(
     summary_cap = max(64, min(512, int(budget * SUMMARY_SHARE)))
     deadline = deadline if deadline is not None else time.monotonic() + 30
     summary, source = _summarise(conversation, first_verbatim - 1, summary_cap, deadline)
+    if summary and used + estimate_tokens(summary) > budget:
+        # The model overran its share (token estimates are rough): keep the summary's start.
+        summary = summary[: max(budget - used - 4, 0) * 4].rstrip()
     if summary:
         used += estimate_tokens(summary)
     # 3 and 4. Passages, then this customer's memories, while they fit.

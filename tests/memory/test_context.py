@@ -75,7 +75,7 @@ def test_a_long_conversation_fits_the_budget_with_older_turns_summarised(
     assert [m.text for m in built.memories] == ["Was double-charged once before, in May"]
 
 
-@pytest.mark.parametrize("budget", [400, 900, 3000])
+@pytest.mark.parametrize("budget", [250, 400, 900, 3000])
 def test_context_never_exceeds_its_budget(helpcenter, customer, redis_client, gateway, budget):
     conversation = _long_conversation(customer, 30)
 
@@ -149,3 +149,18 @@ def test_messages_alternate_roles_and_start_with_the_customer(
     assert roles[0] == "user"
     assert roles[-1] == "user"
     assert all(a != b for a, b in itertools.pairwise(roles))
+
+
+def test_a_huge_latest_message_is_cut_to_fit_the_budget(
+    helpcenter, customer, redis_client, gateway
+):
+    conversation = _long_conversation(customer, 3)
+    services.message_append(
+        conversation=conversation, role="customer", content="blah " * 5000 + "Where is my refund?"
+    )
+
+    built = context.build_context(conversation=conversation, token_budget=500)
+
+    assert built.tokens_used <= 500
+    assert built.turns[-1].content.startswith(context.TRUNCATED)
+    assert built.turns[-1].content.endswith("Where is my refund?")
