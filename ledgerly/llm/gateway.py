@@ -188,11 +188,12 @@ class Gateway:
         tools: Sequence[dict[str, Any]] | None,
         output_schema: dict[str, Any] | None,
         system_extra: str | None,
+        thinking: bool = False,
     ) -> dict[str, Any]:
         """The Messages API body minus the model. Follows the current API rules: no sampling
-        parameters, thinking off, no assistant prefill, no forced tool choice; the static system
-        prompt and the tool definitions carry cache_control (tools come first in the cached
-        prefix, so a breakpoint on the last tool caches them all)."""
+        parameters, thinking adaptive or off, no assistant prefill, no forced tool choice; the
+        static system prompt and the tool definitions carry cache_control (tools come first in
+        the cached prefix, so a breakpoint on the last tool caches them all)."""
         if messages and messages[-1].get("role") == "assistant":
             raise ModelCallFailed("assistant prefill is not supported: end with a user turn")
         system: list[dict[str, Any]] = [
@@ -207,6 +208,8 @@ class Gateway:
             request["tools"] = cached_tools
         if output_schema is not None:
             request["output_config"] = {"format": {"type": "json_schema", "schema": output_schema}}
+        if thinking:
+            request["thinking"] = {"type": "adaptive"}
         return request
 
     # ------------------------------------------------------------------------------ complete
@@ -226,12 +229,15 @@ class Gateway:
         deadline: float | None = None,
         system_extra: str | None = None,
         extra_headers: dict[str, str] | None = None,
+        thinking: bool = False,
     ) -> Completion:
         """Call the model for `tier` (see the module docstring for the outcomes).
 
         Preconditions: `prompt` names a file in ledgerly/llm/prompts; `messages` is in the
         Messages API format and ends with a user turn; `deadline` is a time.monotonic() value.
-        `extra_headers` are sent with the request (the simulator's x-sim-* controls)."""
+        `extra_headers` are sent with the request (the simulator's x-sim-* controls);
+        `thinking=True` asks for adaptive thinking (its blocks stay in `content`, never in
+        `text`; pass them back unchanged when continuing a tool-use turn)."""
         if tier not in ("small", "large"):
             raise ModelCallFailed(f"unknown tier {tier!r}: use 'small' or 'large'")
         if max_tokens < 1:
@@ -244,6 +250,7 @@ class Gateway:
             tools=tools,
             output_schema=output_schema,
             system_extra=system_extra,
+            thinking=thinking,
         )
         call = _Call(
             tier=tier,

@@ -467,3 +467,38 @@ def test_a_call_record_written_outside_a_transaction_leaves_the_session_settings
     assert setting == "on"
     assert row.created_at is not None
     assert row.cost_usd == completion.cost_usd
+
+
+def test_adaptive_thinking_blocks_stay_out_of_the_text(gateway):
+    completion = llm.complete(
+        tier="large",
+        purpose="agent_step",
+        prompt="faq_answer",
+        messages=user("How long do refunds take to reach my card?"),
+        max_tokens=2000,
+        thinking=True,
+    )
+
+    kinds = [block["type"] for block in completion.content]
+    thoughts = [block["thinking"] for block in completion.content if block["type"] == "thinking"]
+    assert completion.tier == "large"
+    assert kinds == ["thinking", "text"]
+    assert completion.text == completion.content[1]["text"]
+    assert thoughts[0] not in completion.text
+
+
+def test_a_timed_out_attempt_is_retried_by_the_sdk(gateway):
+    completion = llm.complete(
+        tier="small",
+        purpose="route",
+        prompt="route_ticket",
+        messages=user("hello"),
+        max_tokens=50,
+        extra_headers={
+            "x-sim-fault": "timeout",
+            "x-sim-fault-times": "1",
+            "x-sim-fault-key": "timeout-once",
+        },
+    )
+
+    assert LLMCall.objects.get(pk=completion.call_id).attempts == 2
