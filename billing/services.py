@@ -28,14 +28,14 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import uuid4
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -133,6 +133,24 @@ def invoice_reissue(
 
 
 # --- refund requests ------------------------------------------------------------------------------
+CENT = Decimal("0.01")
+
+
+def _whole_cents(amount: Decimal) -> Decimal:
+    """A money amount as given, if it is a finite number of whole cents; else RefundNotAllowed.
+
+    Fractions of a cent are refused rather than rounded: Postgres rounds numeric(12, 2) half away
+    from zero while a Python quantize rounds half even, so 10.005 would be stored (and refunded)
+    as 10.01 but fingerprinted as "10.00", and a later call for 10.00 would replay it."""
+    try:
+        amount = Decimal(amount)
+        if amount.is_finite() and amount == amount.quantize(CENT):
+            return amount
+    except InvalidOperation:
+        pass
+    raise RefundNotAllowed(f"amount {amount} is not in whole cents")
+
+
 def _money_str(amount: Decimal) -> str:
     return str(Decimal(amount).quantize(Decimal("0.01")))
 
@@ -203,26 +221,25 @@ def refund_request_create(
     at = at or timezone.now()
     if charge.customer_id != customer.pk:
         raise RefundNotAllowed("that charge does not belong to this customer")
+    asked = None if amount is None else _whole_cents(amount)
     if idempotency_key:
-        existing = RefundRequest.objects.filter(idempotency_key=idempotency_key).first()
+        existing = _request_made_with_key(key=idempotency_key, charge=charge, amount=asked)
         if existing is not None:
-            same = existing.charge_id == charge.pk and (amount is None or existing.amount == amount)
-            if not same:
-                raise IdempotencyConflict("refund request key used for another request")
             return existing
 
     evidence, decision = _evidence(charge=charge, at=at)
     if not decision.refundable:
         raise RefundNotAllowed(decision.reason)
-    amount = decision.refundable_amount if amount is None else Decimal(amount)
+    amount = decision.refundable_amount if asked is None else asked
     if amount <= 0 or amount > decision.refundable_amount:
         raise RefundNotAllowed(
             f"amount {amount} is not between 0 and the refundable "
             f"{decision.refundable_amount} {decision.currency}"
         )
     auto = decision.auto_approvable and amount <= Decimal(settings.REFUND_AUTO_APPROVE_LIMIT)
-    with transaction.atomic():
-        request = RefundRequest.objects.create(
+    try:
+        request = _refund_request_insert(
+            auto=auto,
             customer=customer,
             charge=charge,
             amount=amount,
@@ -242,12 +259,40 @@ def refund_request_create(
             expires_at=at + dt.timedelta(hours=settings.REFUND_REQUEST_TTL_HOURS),
             idempotency_key=idempotency_key or f"refund-request-{uuid4()}",
         )
-        if auto:
-            _enqueue_execution(request)
+    except IntegrityError:
+        # A concurrent call with the same key inserted first (the unique index made us wait for
+        # it to commit): return its request, as a repeated call would get.
+        existing = (
+            _request_made_with_key(key=idempotency_key, charge=charge, amount=asked)
+            if idempotency_key
+            else None
+        )
+        if existing is None:
+            raise
+        return existing
     logger.info(
         "refund request created",
         extra={"refund_request": request.pk, "clause": request.clause, "auto": auto},
     )
+    return request
+
+
+def _request_made_with_key(
+    *, key: str, charge: Charge, amount: Decimal | None
+) -> RefundRequest | None:
+    existing = RefundRequest.objects.filter(idempotency_key=key).first()
+    if existing is None:
+        return None
+    if existing.charge_id != charge.pk or (amount is not None and existing.amount != amount):
+        raise IdempotencyConflict("refund request key used for another request")
+    return existing
+
+
+@transaction.atomic
+def _refund_request_insert(*, auto: bool, **fields: Any) -> RefundRequest:
+    request = RefundRequest.objects.create(**fields)
+    if auto:
+        _enqueue_execution(request)
     return request
 
 
@@ -350,7 +395,10 @@ def _phase_reserve(
     amount: Decimal,
     now: dt.datetime,
 ) -> _Attempt:
-    with transaction.atomic():
+    # Durable: this recovery point must be committed before the processor is called. Nested in a
+    # caller's transaction, a later rollback would leave money moved and no record of it for a
+    # retry or the reconciler to find, so that is refused (RuntimeError) before anything moves.
+    with transaction.atomic(durable=True):
         # Insert-or-find the key; a concurrent insert of the same key waits on the unique index
         # until the first transaction ends, then finds its row.
         IdempotencyKey.objects.bulk_create(
@@ -441,7 +489,7 @@ def _lock_request(refund_request_id: int) -> None:
 
 def _phase_record_success(*, key_id: int, result: ProcessorRefund) -> Refund:
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         row = (
             IdempotencyKey.objects.select_for_update(of=("self",))
             .select_related("refund")
@@ -481,7 +529,7 @@ def _phase_record_success(*, key_id: int, result: ProcessorRefund) -> Refund:
 
 def _phase_record_failure(*, key_id: int, error: ProcessorError) -> None:
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         row = (
             IdempotencyKey.objects.select_for_update(of=("self",))
             .select_related("refund")
@@ -533,7 +581,8 @@ def issue_refund(
     """Refund an approved, unexpired request, at most once per idempotency key.
 
     Preconditions: call it outside any database transaction (the processor call must not hold
-    one open, and each phase must commit on its own). `idempotency_key` defaults to the
+    one open, and each phase must commit on its own; inside one it raises RuntimeError before
+    anything moves). `amount` must be whole cents. `idempotency_key` defaults to the
     request's own key; `amount` to the approved amount (never above it).
 
     Returns the succeeded Refund — also when the key already finished successfully, without
@@ -547,7 +596,7 @@ def issue_refund(
     now = now or timezone.now()
     processor = processor or get_processor()
     key = idempotency_key or refund_request.idempotency_key
-    amount = refund_request.amount if amount is None else Decimal(amount)
+    amount = refund_request.amount if amount is None else _whole_cents(amount)
     charge_ref = Charge.objects.values_list("ref", flat=True).get(pk=refund_request.charge_id)
     params = {
         "operation": "refund",

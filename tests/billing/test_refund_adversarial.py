@@ -1,0 +1,151 @@
+"""Attacks on the money path found in review: amounts that are not whole cents, a caller that
+wraps issue_refund in its own transaction, and racing repeats of one refund-request key."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connections, transaction
+from django.utils import timezone
+
+from billing import services
+from billing.models import Charge, IdempotencyKey, Refund, RefundRequest, RefundRequestState
+from tests.billing import factories
+
+
+@pytest.fixture
+def drop_queued_tasks(redis_client):
+    """Approvals queue execute_refund for a worker no test here starts; drop them afterwards."""
+    yield
+    redis_client.flushdb()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("amount", ["10.005", "0.001", "19.999", "NaN", "Infinity"])
+def test_refund_of_a_fraction_of_a_cent_is_refused_and_moves_nothing(
+    make_approved_request, processor, amount
+):
+    # 10.005 would be stored as 10.01 by Postgres but fingerprinted as "10.00" (half-even), so a
+    # later call for 10.00 with the same key would "replay" a refund of another amount.
+    request = make_approved_request(amount=Decimal("20.00"))
+
+    with pytest.raises(services.RefundNotAllowed, match="whole cents"):
+        services.issue_refund(
+            refund_request=request,
+            idempotency_key="sub-cent",
+            amount=Decimal(amount),
+            processor=processor,
+        )
+
+    assert processor.all_refunds() == []
+    assert not IdempotencyKey.objects.exists()
+    assert not Refund.objects.exists()
+    assert Charge.objects.get(pk=request.charge_id).refund_pending_amount == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("amount", ["10.005", "0.001", "NaN"])
+def test_refund_request_of_a_fraction_of_a_cent_is_refused(amount):
+    charge = factories.charge(charged_at=timezone.now() - dt.timedelta(days=1))
+
+    with pytest.raises(services.RefundNotAllowed, match="whole cents"):
+        services.refund_request_create(
+            customer=charge.customer, charge=charge, amount=Decimal(amount), proposed_by="agent"
+        )
+
+    assert not RefundRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_issue_refund_inside_a_callers_transaction_is_refused_before_the_processor(
+    make_approved_request, processor
+):
+    # Inside an outer transaction the recovery point would not commit before the processor call:
+    # a rollback afterwards would leave money moved with no record for a retry or the reconciler.
+    request = make_approved_request()
+
+    with pytest.raises(RuntimeError, match="durable"), transaction.atomic():
+        services.issue_refund(refund_request=request, processor=processor)
+
+    assert processor.all_refunds() == []
+    assert not IdempotencyKey.objects.exists()
+    assert Refund.objects.count() == 0
+    request.refresh_from_db()
+    assert request.state == RefundRequestState.APPROVED
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_refund_request_key_repeated_from_8_threads_creates_one_request(drop_queued_tasks):
+    # e.g. an agent step redelivered while the first delivery is still running. A duplicate
+    # charge within the auto-approval limit, so each created request would also queue a refund.
+    first = factories.charge(charged_at=timezone.now() - dt.timedelta(days=1), amount=Decimal(19))
+    duplicate = factories.charge(
+        charged_at=timezone.now() - dt.timedelta(hours=20), on_invoice=first.invoice
+    )
+    barrier = threading.Barrier(8)
+    results: list[object] = [None] * 8
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = services.refund_request_create(
+                customer=duplicate.customer,
+                charge=duplicate,
+                proposed_by="agent:run-1",
+                idempotency_key="run-1-step-3",
+            ).pk
+        except Exception as exc:  # the assertion below shows which
+            results[index] = type(exc).__name__
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    request = RefundRequest.objects.get()
+    assert results == [request.pk] * 8
+    assert (request.state, request.auto_approved) == (RefundRequestState.APPROVED, True)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(3))
+def test_one_request_under_8_different_keys_at_once_is_refunded_once(
+    trial, make_approved_request, processor, drop_queued_tasks
+):
+    request = make_approved_request()
+    processor.inject("latency", seconds=0.05, times=8)
+    barrier = threading.Barrier(8)
+    results: list[object] = [None] * 8
+
+    def run(index: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = services.issue_refund(
+                refund_request=RefundRequest.objects.get(pk=request.pk),
+                idempotency_key=f"t{trial}-key-{index}",
+                processor=processor,
+            ).pk
+        except Exception as exc:  # the assertion below shows which
+            results[index] = type(exc).__name__
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    refund = Refund.objects.get(charge_id=request.charge_id)
+    assert sorted(map(str, results)) == sorted([str(refund.pk)] + ["RefundNotAllowed"] * 7)
+    assert len(processor.refunds_for(refund.charge.ref)) == 1
+    charge = Charge.objects.get(pk=request.charge_id)
+    assert (charge.refunded_amount, charge.refund_pending_amount) == (request.amount, 0)
