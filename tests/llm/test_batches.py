@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -63,3 +64,20 @@ def test_a_batch_that_cannot_fit_the_budget_is_not_submitted(make_gateway, setti
         llm.run_batch([request], poll_seconds=0.01)
 
     assert not LLMCall.objects.exists()
+
+
+def test_run_batch_polls_until_a_slow_batch_has_ended(gateway):
+    from ledgerly.llm.gateway import Gateway
+    from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
+
+    slow = Gateway(inner_transport=SimulatorTransport(SimulatorConfig(batch_delay_s=0.3)))
+    request = llm.BatchRequest(
+        custom_id="slow", tier="small", prompt="route_ticket", messages=user("hi"), max_tokens=50
+    )
+    started = time.monotonic()
+
+    results = llm.run_batch([request], poll_seconds=0.05, gateway=slow)
+
+    assert time.monotonic() - started >= 0.3
+    assert [(r.custom_id, r.outcome) for r in results] == [("slow", "succeeded")]
+    assert LLMCall.objects.get().batch_id.startswith("msgbatch_")
