@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from decimal import Decimal
 
 import pytest
@@ -120,7 +121,9 @@ def test_refund_request_key_repeated_from_8_threads_creates_one_request(drop_que
 def test_one_request_under_8_different_keys_at_once_is_refunded_once(
     trial, make_approved_request, processor, drop_queued_tasks
 ):
-    request = make_approved_request()
+    # 20 of 49: the charge alone would have room for two, so only the request's lock (and its
+    # one-refund constraint) stands between the keys and a second refund of the same request.
+    request = make_approved_request(amount=Decimal("20.00"))
     processor.inject("latency", seconds=0.05, times=8)
     barrier = threading.Barrier(8)
     results: list[object] = [None] * 8
@@ -149,3 +152,45 @@ def test_one_request_under_8_different_keys_at_once_is_refunded_once(
     assert len(processor.refunds_for(refund.charge.ref)) == 1
     charge = Charge.objects.get(pk=request.charge_id)
     assert (charge.refunded_amount, charge.refund_pending_amount) == (request.amount, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_attempt_outliving_its_lock_and_the_takeover_both_return_the_one_refund(
+    settings, make_approved_request, processor, drop_queued_tasks
+):
+    # A processor call slower than REFUND_RECONCILE_AFTER_SECONDS: a retry takes the stale key
+    # over and records the result while the first attempt is still alive; when the first one
+    # finally answers, it must find the result recorded and return it, not record it again.
+    settings.REFUND_RECONCILE_AFTER_SECONDS = 1
+    request = make_approved_request()
+    processor.inject("slow_after_apply", seconds=3)
+    first: list[object] = []
+
+    def slow_attempt() -> None:
+        try:
+            first.append(services.issue_refund(refund_request=request, processor=processor).pk)
+        except Exception as exc:  # the assertion below shows which
+            first.append(type(exc).__name__)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=slow_attempt)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not processor.refunds_for(request.charge.ref) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(1.2)  # the first attempt's lock is now stale; it is still waiting on the processor
+    takeover = services.issue_refund(refund_request=request, processor=processor)
+    assert IdempotencyKey.objects.get(key=request.idempotency_key).attempts == 2
+    thread.join(timeout=30)
+
+    assert first == [takeover.pk]
+    assert len(processor.refunds_for(request.charge.ref)) == 1
+    charge = Charge.objects.get(pk=request.charge_id)
+    request.refresh_from_db()
+    assert (charge.refunded_amount, charge.refund_pending_amount, request.state) == (
+        request.amount,
+        0,
+        RefundRequestState.EXECUTED,
+    )
