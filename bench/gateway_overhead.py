@@ -40,6 +40,12 @@ def setup_django() -> None:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ledgerly.settings")
     os.environ.setdefault("LOG_LEVEL", "ERROR")
+    # The bench sends hundreds of calls a second: limits far above that, so the limiter takes
+    # and settles as usual (its cost is measured) but never makes a call wait.
+    os.environ.setdefault(
+        "LLM_RATE_LIMITS_JSON",
+        json.dumps({"haiku": {"rpm": 10**9, "itpm": 10**12, "otpm": 10**12}}),
+    )
     os.environ.pop("ANTHROPIC_API_KEY", None)
     import django
 
@@ -64,7 +70,14 @@ def main() -> None:
     from ledgerly.llm.prompt_registry import get as get_prompt
     from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
 
-    transport = SimulatorTransport(SimulatorConfig(latency_median_ms=0))
+    transport = SimulatorTransport(
+        SimulatorConfig(
+            latency_median_ms=0,
+            requests_per_minute=10**9,
+            input_tokens_per_minute=10**12,
+            output_tokens_per_minute=10**12,
+        )
+    )
     gateway = gateway_module.Gateway(inner_transport=transport)
     raw_client = anthropic.Anthropic(
         api_key="sk-sim-bench",
