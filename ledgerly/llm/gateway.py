@@ -93,8 +93,10 @@ class Completion:
 
 def estimate_prompt_tokens(request: dict[str, Any]) -> int:
     """An upper estimate of the prompt's tokens, without a round trip: English runs ~4 characters
-    a token, so a third of the request's JSON length (plus a margin) over-counts comfortably."""
-    size = len(json.dumps(request, separators=(",", ":"), ensure_ascii=False))
+    a token, so a third of the request's JSON length (plus a margin) over-counts comfortably.
+    Non-ASCII characters are escaped to six characters each (two tokens), which covers scripts
+    that take a token or more per character."""
+    size = len(json.dumps(request, separators=(",", ":")))
     return size // 3 + 32
 
 
@@ -563,8 +565,13 @@ class Gateway:
             self._record(call, step_tier, model, Outcome.DEADLINE, **common)
             return None, len(chain)
         if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
-            # Retryable, and the SDK's retries ran out: the model is unwell; try the next step.
-            self._breaker_failure(model, probe)
+            # Retryable, and the SDK's retries ran out: try the next step. Being rate limited
+            # says nothing about the model's health, so only the others count for the breaker.
+            if exc.status_code == 429:
+                if probe:
+                    self.breaker.release_probe(model)
+            else:
+                self._breaker_failure(model, probe)
             self._record(call, step_tier, model, Outcome.FAILED, **common)
             return None, index + 1
         if probe:

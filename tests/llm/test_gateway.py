@@ -502,3 +502,31 @@ def test_a_timed_out_attempt_is_retried_by_the_sdk(gateway):
     )
 
     assert LLMCall.objects.get(pk=completion.call_id).attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "breaker_failures"),
+    [("server_error", 1), ("overloaded", 1), ("rate_limited", 0)],
+)
+def test_only_outages_count_towards_the_breaker(
+    gateway, simulator, redis_client, fault, breaker_failures
+):
+    simulator.inject(fault, times=2)  # both attempts of the one small-tier step
+
+    completion = llm.complete(
+        tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+    )
+
+    failures_key = gateway.breaker.keys("claude-haiku-5-5")[2]
+    assert completion.static
+    assert redis_client.zcard(failures_key) == breaker_failures
+
+
+def test_prompt_estimate_over_counts_text_in_any_script():
+    from ledgerly.llm.gateway import estimate_prompt_tokens
+
+    english = {"messages": [{"role": "user", "content": "refund " * 400}]}
+    japanese = {"messages": [{"role": "user", "content": "返金" * 400}]}
+
+    assert estimate_prompt_tokens(english) > len("refund " * 400) / 4
+    assert estimate_prompt_tokens(japanese) > 800  # at least a token per character
