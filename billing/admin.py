@@ -27,6 +27,11 @@ class ReadOnlyMoneyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # View-only, even for superusers: a Save writes back every column as the form loaded
+        # it, undoing whatever a refund committed in between (a lost update of the ledger).
+        return False
+
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
@@ -155,6 +160,11 @@ class RefundRequestAdmin(admin.ModelAdmin):
         return False  # requests are proposed through billing.services.refund_request_create
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # View-only: a Save would write the state as loaded over a decision or an execution
+        # committed meanwhile (e.g. reopen a rejected request). Decisions are the actions below.
         return False
 
     def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
