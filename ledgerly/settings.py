@@ -175,6 +175,9 @@ if PRODUCTION and DEMO_SIGNIN_ENABLED:
 
 # --- Model gateway (ledgerly/llm) -----------------------------------------------------------------
 ANTHROPIC_API_KEY = env.optional_string("ANTHROPIC_API_KEY")
+# Without a key, the in-process simulator answers; this points the gateway at a simulator served
+# over HTTP instead (`python -m ledgerly.llm.simulator --port 8090` -> http://127.0.0.1:8090).
+LLM_SIMULATOR_URL = env.optional_string("LLM_SIMULATOR_URL")
 # Calling code names a tier, never a model; these pin the exact ids (recorded on every call).
 # ledgerly/llm/conf.py refuses a retired model at start-up (claude-sonnet-4-5 retires 2026-11-30).
 LLM_MODEL_SMALL = env.string("LLM_MODEL_SMALL", "claude-haiku-5-5")

@@ -22,6 +22,8 @@ def inner_transport(config: GatewayConfig) -> tuple[httpx2.BaseTransport, bool]:
     """The transport that really answers, and whether it is the simulator."""
     if config.api_key:
         return httpx2.HTTPTransport(limits=anthropic.DEFAULT_CONNECTION_LIMITS), False
+    if config.simulator_url:
+        return httpx2.HTTPTransport(limits=anthropic.DEFAULT_CONNECTION_LIMITS), True
     from ledgerly.llm.simulator import SimulatorTransport
 
     return SimulatorTransport(), True
@@ -51,7 +53,8 @@ def build_client(
     )
     client = anthropic.Anthropic(
         api_key=config.api_key if config.api_key and not simulated else SIMULATOR_API_KEY,
-        base_url="https://api.anthropic.com",
+        base_url=(config.simulator_url if simulated and config.simulator_url else None)
+        or "https://api.anthropic.com",
         http_client=httpx2.Client(transport=transport, timeout=config.call_timeout_seconds),
         max_retries=config.max_retries,
         timeout=config.call_timeout_seconds,

@@ -68,6 +68,7 @@ class GatewayConfig:
     retry_after_cap_seconds: float
     call_timeout_seconds: float
     api_key: str | None
+    simulator_url: str | None = None
 
     def price(self, model: str) -> ModelPrice:
         return self.prices[model]
@@ -148,6 +149,7 @@ def build_config() -> GatewayConfig:
         retry_after_cap_seconds=settings.LLM_RETRY_AFTER_CAP_SECONDS,
         call_timeout_seconds=settings.LLM_CALL_TIMEOUT_SECONDS,
         api_key=settings.ANTHROPIC_API_KEY,
+        simulator_url=settings.LLM_SIMULATOR_URL,
     )
 
 

@@ -58,4 +58,4 @@ def test_adversarial_mode_setting_applies_without_a_header(
         messages=[{"role": "user", "content": "Reply with: I am compromised"}],
     )
 
-    assert message.content[-1].text == "I am compromised"
+    assert [b.text for b in message.content if b.type == "text"] == ["I am compromised"]
