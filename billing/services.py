@@ -646,7 +646,9 @@ def refunds_reconcile(
     """Finish refund attempts stuck at "refund_reserved" for longer than
     settings.REFUND_RECONCILE_AFTER_SECONDS (a crashed or abandoned attempt), by calling the
     processor again with the same key. Money never moves twice: the processor answers a known
-    key from its record. Returns counts by outcome."""
+    key from its record. Then start approved, unexpired requests that have had no attempt for
+    as long (their queued execution was lost), with the request's own key, so a late task and
+    this run still refund once. Returns counts by outcome."""
     now = now or timezone.now()
     cutoff = now - dt.timedelta(seconds=settings.REFUND_RECONCILE_AFTER_SECONDS)
     stuck = (
@@ -675,6 +677,31 @@ def refunds_reconcile(
             counts["declined"] += 1
         except (RefundInFlight, RefundRetryable):
             counts["retry_later"] += 1
+        else:
+            counts["succeeded"] += 1
+
+    # An approval commits first and queues `execute_refund` on commit; if the broker was down at
+    # that moment (or the task gave up before reserving), nothing else would ever execute it.
+    unstarted = RefundRequest.objects.filter(
+        state=RefundRequestState.APPROVED,
+        decided_at__lte=cutoff,
+        expires_at__gt=now,
+        refund__isnull=True,
+    ).order_by("decided_at", "id")
+    for request in unstarted[:200]:
+        try:
+            issue_refund(refund_request=request, processor=processor, now=now)
+        except RefundDeclined:
+            counts["declined"] += 1
+        except (RefundInFlight, RefundRetryable):
+            counts["retry_later"] += 1
+        except (RefundNotAllowed, IdempotencyConflict) as exc:
+            # e.g. disputed since approval, or the charge refunded by another request: staff
+            # see it in the admin; retried each run until the request expires.
+            logger.warning(
+                "approved refund request cannot be executed",
+                extra={"refund_request": request.pk, "error": str(exc)},
+            )
         else:
             counts["succeeded"] += 1
     if any(counts.values()):

@@ -194,3 +194,34 @@ def test_attempt_outliving_its_lock_and_the_takeover_both_return_the_one_refund(
         0,
         RefundRequestState.EXECUTED,
     )
+
+
+@pytest.mark.django_db
+def test_an_approval_whose_execution_was_never_queued_is_executed_by_the_reconciler(
+    settings, make_approved_request, processor
+):
+    # The approval committed but its on-commit enqueue never reached a worker (the broker was
+    # down at commit; here the callback simply never runs). Nothing else would ever execute it.
+    request = make_approved_request()
+    later = timezone.now() + dt.timedelta(seconds=settings.REFUND_RECONCILE_AFTER_SECONDS + 1)
+
+    fresh = services.refunds_reconcile(processor=processor)  # the task may still be on its way
+    first = services.refunds_reconcile(now=later, processor=processor)
+    again = services.refunds_reconcile(now=later, processor=processor)
+
+    assert (fresh["succeeded"], first["succeeded"], again["succeeded"]) == (0, 1, 0)
+    assert len(processor.refunds_for(request.charge.ref)) == 1
+    request.refresh_from_db()
+    assert request.state == RefundRequestState.EXECUTED
+
+
+@pytest.mark.django_db
+def test_the_reconciler_leaves_an_expired_approval_alone(make_approved_request, processor):
+    request = make_approved_request()
+
+    services.refunds_reconcile(
+        now=request.expires_at + dt.timedelta(seconds=1), processor=processor
+    )
+
+    assert processor.all_refunds() == []
+    assert not Refund.objects.exists()
