@@ -29,6 +29,8 @@ class Service:
 def _free_port(preferred: int | None = None) -> int:
     if preferred is not None:
         with socket.socket() as s:
+            # As redis-server does; otherwise a TIME_WAIT socket of the last run looks busy.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", preferred))
             except OSError:
