@@ -12,7 +12,6 @@ LEDGERLY_BENCH_EXTERNAL_SERVICES=1 (then DATABASE_URL and REDIS_URL are used).
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import statistics
@@ -28,15 +27,7 @@ def setup_django() -> None:
     from ledgerly import devstack
 
     if os.environ.get("LEDGERLY_BENCH_EXTERNAL_SERVICES") != "1":
-        pg, redis, root = devstack.start_for_tests()
-        os.environ["DATABASE_URL"] = pg.url
-        os.environ["REDIS_URL"] = redis.url
-
-        @atexit.register
-        def _stop() -> None:
-            redis.stop()  # type: ignore[operator]
-            pg.stop()  # type: ignore[operator]
-            devstack.remove_tree(root)
+        devstack.use_private_services()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ledgerly.settings")
     os.environ.setdefault("LOG_LEVEL", "ERROR")

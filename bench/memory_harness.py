@@ -6,7 +6,6 @@ LEDGERLY_BENCH_EXTERNAL_SERVICES=1 with DATABASE_URL and REDIS_URL to use server
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 from pathlib import Path
@@ -20,16 +19,7 @@ def setup_django(*, migrate: bool = True) -> None:
     from ledgerly import devstack
 
     if os.environ.get("LEDGERLY_BENCH_EXTERNAL_SERVICES") != "1":
-        pg, redis, root = devstack.start_for_tests()
-        os.environ["DATABASE_URL"] = pg.url
-        os.environ["REDIS_URL"] = redis.url
-        os.environ.pop("CELERY_BROKER_URL", None)
-
-        @atexit.register
-        def _stop() -> None:
-            redis.stop()  # type: ignore[operator]
-            pg.stop()  # type: ignore[operator]
-            devstack.remove_tree(root)
+        devstack.use_private_services()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ledgerly.settings")
     os.environ.setdefault("LOG_LEVEL", "WARNING")

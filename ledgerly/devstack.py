@@ -131,6 +131,23 @@ def remove_tree(root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
+def use_private_services() -> None:
+    """Start throwaway servers for this process (a test run, a benchmark), point DATABASE_URL and
+    REDIS_URL at them, and stop and delete them when the process exits."""
+    import atexit
+
+    pg, redis, root = start_for_tests()
+    os.environ["DATABASE_URL"] = pg.url
+    os.environ["REDIS_URL"] = redis.url
+    os.environ.pop("CELERY_BROKER_URL", None)
+
+    @atexit.register
+    def _stop() -> None:
+        redis.stop()  # type: ignore[operator]
+        pg.stop()  # type: ignore[operator]
+        remove_tree(root)
+
+
 def _run_stack() -> int:
     """`make run`: embedded services where none is configured, migrate, seed, serve."""
     import signal

@@ -8,7 +8,6 @@ servers of your own on purpose, set LEDGERLY_TEST_EXTERNAL_SERVICES=1 with both 
 
 from __future__ import annotations
 
-import atexit
 import os
 
 from ledgerly import devstack
@@ -17,16 +16,7 @@ if os.environ.get("LEDGERLY_TEST_EXTERNAL_SERVICES") == "1":
     if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
         raise SystemExit("LEDGERLY_TEST_EXTERNAL_SERVICES=1 needs DATABASE_URL and REDIS_URL")
 else:
-    _pg, _redis, _root = devstack.start_for_tests()
-    os.environ["DATABASE_URL"] = _pg.url
-    os.environ["REDIS_URL"] = _redis.url
-    os.environ.pop("CELERY_BROKER_URL", None)
-
-    @atexit.register
-    def _stop_services() -> None:
-        _redis.stop()  # type: ignore[operator]
-        _pg.stop()  # type: ignore[operator]
-        devstack.remove_tree(_root)
+    devstack.use_private_services()
 
 
 os.environ["LEDGERLY_ENV"] = "test"
