@@ -237,7 +237,7 @@ class RefundRequestState(models.TextChoices):
     REJECTED = "rejected", "Rejected"
     EXPIRED = "expired", "Expired"
     EXECUTED = "executed", "Executed"
-    FAILED = "failed", "Failed (processor declined)"
+    FAILED = "failed", "Failed (see failure reason)"
 
 
 class RefundRequest(models.Model):
@@ -268,6 +268,9 @@ class RefundRequest(models.Model):
     decision_note = models.TextField(blank=True)
     expires_at = models.DateTimeField()
     executed_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(
+        blank=True, help_text="Why an approved request moved no money (a decline, a dispute, ...)"
+    )
     idempotency_key = models.CharField(max_length=255, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

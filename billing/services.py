@@ -553,7 +553,8 @@ def _phase_record_failure(*, key_id: int, error: ProcessorError) -> None:
             completed_at=now,
         )
         RefundRequest.objects.filter(pk=request_id, state=RefundRequestState.APPROVED).update(
-            state=RefundRequestState.FAILED
+            state=RefundRequestState.FAILED,
+            failure_reason=f"the processor declined the refund: {error}"[:1000],
         )
         row.recovery_point = RecoveryPoint.FINISHED
         row.locked_at = None
@@ -661,7 +662,7 @@ def refunds_reconcile(
         .select_related("refund__refund_request")
         .order_by("updated_at")
     )
-    counts = {"succeeded": 0, "declined": 0, "retry_later": 0}
+    counts = {"succeeded": 0, "declined": 0, "retry_later": 0, "failed": 0}
     for row in stuck[:200]:
         assert row.refund is not None  # noqa: S101
         assert row.refund.refund_request is not None  # noqa: S101
@@ -682,10 +683,10 @@ def refunds_reconcile(
 
     # An approval commits first and queues `execute_refund` on commit; if the broker was down at
     # that moment (or the task gave up before reserving), nothing else would ever execute it.
+    # One past its expiry is refused by issue_refund and closed as failed below.
     unstarted = RefundRequest.objects.filter(
         state=RefundRequestState.APPROVED,
         decided_at__lte=cutoff,
-        expires_at__gt=now,
         refund__isnull=True,
     ).order_by("decided_at", "id")
     for request in unstarted[:200]:
@@ -695,11 +696,13 @@ def refunds_reconcile(
             counts["declined"] += 1
         except (RefundInFlight, RefundRetryable):
             counts["retry_later"] += 1
-        except (RefundNotAllowed, IdempotencyConflict) as exc:
-            # e.g. disputed since approval, or the charge refunded by another request: staff
-            # see it in the admin; retried each run until the request expires.
-            logger.warning(
-                "approved refund request cannot be executed",
+        except RefundNotAllowed as exc:
+            # e.g. disputed since approval, or the charge refunded by another request
+            refund_request_fail_unexecutable(refund_request=request, reason=str(exc))
+            counts["failed"] += 1
+        except IdempotencyConflict as exc:
+            logger.error(
+                "approved refund request conflicts with its own key",
                 extra={"refund_request": request.pk, "error": str(exc)},
             )
         else:
@@ -707,6 +710,22 @@ def refunds_reconcile(
     if any(counts.values()):
         logger.info("refunds reconciled", extra=counts)
     return counts
+
+
+def refund_request_fail_unexecutable(*, refund_request: RefundRequest, reason: str) -> bool:
+    """Close an approved request that can no longer move money (disputed since approval, nothing
+    left of the charge, past its expiry before it ran) as failed, with the reason, so staff see
+    it instead of an approval that silently never executes. Only an approved request with no
+    refund attempt changes (a conditional update); returns whether it did."""
+    changed = RefundRequest.objects.filter(
+        pk=refund_request.pk, state=RefundRequestState.APPROVED, refund__isnull=True
+    ).update(state=RefundRequestState.FAILED, failure_reason=reason[:1000])
+    if changed:
+        logger.warning(
+            "approved refund request cannot be executed; marked failed",
+            extra={"refund_request": refund_request.pk, "error": reason},
+        )
+    return bool(changed)
 
 
 def idempotency_keys_purge(*, now: dt.datetime | None = None) -> int:

@@ -27,11 +27,10 @@ def execute_refund(refund_request_id: int) -> str | None:
     request = RefundRequest.objects.get(pk=refund_request_id)
     try:
         refund = services.issue_refund(refund_request=request)
-    except (
-        services.RefundNotAllowed,
-        services.RefundDeclined,
-        services.IdempotencyConflict,
-    ) as exc:
+    except services.RefundNotAllowed as exc:
+        services.refund_request_fail_unexecutable(refund_request=request, reason=str(exc))
+        return None
+    except (services.RefundDeclined, services.IdempotencyConflict) as exc:
         logger.warning(
             "refund not executed", extra={"refund_request": refund_request_id, "error": str(exc)}
         )

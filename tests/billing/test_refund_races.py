@@ -195,6 +195,7 @@ def test_process_killed_after_processor_applied_is_completed_once_by_the_reconci
         "succeeded": 0,
         "declined": 0,
         "retry_later": 0,
+        "failed": 0,
     }
     # ...once it is stale, the reconciler finishes it with the same key.
     later = timezone.now() + dt.timedelta(seconds=settings.REFUND_RECONCILE_AFTER_SECONDS + 1)
