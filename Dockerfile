@@ -7,17 +7,18 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml ./
-COPY ledgerly ledgerly
-COPY support support
-COPY billing billing
-COPY memory memory
-# Only the runtime dependencies: the embedded Postgres/Redis wheels are for development machines.
-RUN pip install --upgrade pip && pip install .
+# Only the pinned runtime dependencies (not the embedded Postgres/Redis wheels, which are for
+# development machines, and not the project itself: it runs from /app, where its prompts,
+# help-center articles and templates live beside the code).
+RUN pip install --upgrade pip \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && pip install -r requirements.txt
 
 FROM python:3.11-slim-bookworm AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
     LEDGERLY_ENV=production \
     LOG_FORMAT=json \
     PORT=8000
