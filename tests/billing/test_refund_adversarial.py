@@ -216,7 +216,9 @@ def test_an_approval_whose_execution_was_never_queued_is_executed_by_the_reconci
 
 
 @pytest.mark.django_db
-def test_the_reconciler_leaves_an_expired_approval_alone(make_approved_request, processor):
+def test_the_reconciler_moves_no_money_for_an_expired_approval_and_closes_it(
+    make_approved_request, processor
+):
     request = make_approved_request()
 
     services.refunds_reconcile(
@@ -225,3 +227,5 @@ def test_the_reconciler_leaves_an_expired_approval_alone(make_approved_request, 
 
     assert processor.all_refunds() == []
     assert not Refund.objects.exists()
+    request.refresh_from_db()
+    assert request.state == RefundRequestState.FAILED
