@@ -15,12 +15,13 @@ What the caller sees:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
@@ -62,6 +63,11 @@ SIMULATOR_HEADER = "x-ledgerly-simulator"
 REDIS_DOWN_DEFER_SECONDS = 15.0
 # Below this much time left before the deadline a model call is not worth starting.
 MIN_CALL_SECONDS = 0.05
+# The API adds its own tool-use system prompt to every request with tools, billed as input but
+# absent from the request body: 346 tokens on current models, up to 530 on older ones.
+TOOL_USE_SYSTEM_TOKENS = 600
+# Labels recorded on every LLMCall row: longer ones are refused before anything is spent.
+RECORDED_LABELS = ("purpose", "ticket_id", "run_id", "customer_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +101,11 @@ def estimate_prompt_tokens(request: dict[str, Any]) -> int:
     """An upper estimate of the prompt's tokens, without a round trip: English runs ~4 characters
     a token, so a third of the request's JSON length (plus a margin) over-counts comfortably.
     Non-ASCII characters are escaped to six characters each (two tokens), which covers scripts
-    that take a token or more per character."""
+    that take a token or more per character. A request with tools also pays for the API's
+    tool-use system prompt, which the body does not show."""
     size = len(json.dumps(request, separators=(",", ":")))
-    return size // 3 + 32
+    overhead = TOOL_USE_SYSTEM_TOKENS if request.get("tools") else 0
+    return size // 3 + 32 + overhead
 
 
 @functools.lru_cache(maxsize=256)
@@ -244,6 +252,17 @@ class Gateway:
             raise ModelCallFailed(f"unknown tier {tier!r}: use 'small' or 'large'")
         if max_tokens < 1:
             raise ModelCallFailed("max_tokens must be positive")
+        labels = {
+            "purpose": purpose,
+            "ticket_id": ticket_id,
+            "run_id": run_id,
+            "customer_id": customer_id,
+        }
+        for name in RECORDED_LABELS:
+            limit = getattr(LLMCall._meta.get_field(name), "max_length", None) or 0
+            if labels[name] is not None and len(str(labels[name])) > limit:
+                # The call record could not hold it: refuse before the provider charges.
+                raise ModelCallFailed(f"{name} must be at most {limit} characters")
         loaded = prompt_registry.get(prompt)
         request = self.build_request(
             prompt=loaded,
@@ -432,6 +451,7 @@ class Gateway:
             return None, len(chain)
 
         started = time.perf_counter()
+        raw = None
         try:
             raw = self.client.messages.with_raw_response.create(
                 model=model, **call.request, timeout=timeout, extra_headers=headers
@@ -455,6 +475,23 @@ class Gateway:
                 error=f"{type(exc).__name__}: {exc}",
             )
             return None, index + 1
+        except (anthropic.APIResponseValidationError, ValueError) as exc:
+            # A 2xx that is not the API's answer (a broken proxy, a cut body): an outage of
+            # this model as far as the breaker goes. The provider may have charged for it, so
+            # the worst case stays reserved (never given back) and the permit stays taken.
+            latency = time.perf_counter() - started
+            self._breaker_failure(model, probe)
+            self._record(
+                call,
+                step_tier,
+                model,
+                Outcome.FAILED,
+                latency=latency,
+                attempts=1 if raw is None else raw.retries_taken + 1,
+                request_id="" if raw is None else raw.headers.get("request-id", ""),
+                error=f"unreadable response: {type(exc).__name__}: {exc}"[:2000],
+            )
+            return None, index + 1
 
         latency = time.perf_counter() - started
         usage = TokenUsage(
@@ -464,17 +501,20 @@ class Gateway:
             cache_read_input_tokens=message.usage.cache_read_input_tokens or 0,
         )
         cost = cost_usd(self.config.price(model), usage)
-        fraction = self.guards.settle(
-            reservation,
-            permit,
-            limits,
-            micro_usd=to_micro_usd(cost),
-            tokens=usage.prompt_tokens + usage.output_tokens,
-            input_tokens=usage.input_tokens + usage.cache_creation_input_tokens,
-            output_tokens=usage.output_tokens,
-        )
+        fraction = reservation.global_fraction
+        with _after_the_call("settle", model):
+            fraction = self.guards.settle(
+                reservation,
+                permit,
+                limits,
+                micro_usd=to_micro_usd(cost),
+                tokens=usage.prompt_tokens + usage.output_tokens,
+                input_tokens=usage.input_tokens + usage.cache_creation_input_tokens,
+                output_tokens=usage.output_tokens,
+            )
         self._budget_level(fraction)
-        self.breaker.record_success(model, probe=probe)
+        with _after_the_call("breaker_success", model):
+            self.breaker.record_success(model, probe=probe)
 
         content = [block.to_dict(mode="json") for block in message.content]
         text = "".join(b["text"] for b in content if b.get("type") == "text")
@@ -549,33 +589,28 @@ class Gateway:
             "error": f"{exc.status_code}: {exc.message}"[:2000],
         }
         if DEFER_HEADER in headers:
-            if probe:
-                self.breaker.release_probe(model)
+            self._give_back_probe(model, probe)
             seconds = float(headers[DEFER_HEADER])
             self._record(call, step_tier, model, Outcome.DEFERRED, **common)
             raise Defer(seconds, f"{exc.status_code} from {model}") from exc
         if SPEND_LIMIT_HEADER in headers:
-            if probe:
-                self.breaker.release_probe(model)
+            self._give_back_probe(model, probe)
             self._record(call, step_tier, model, Outcome.BUDGET_EXHAUSTED, **common)
             raise BudgetExhausted("provider_spend_limit", str(exc)) from exc
         if headers.get(DEADLINE_EXCEEDED_HEADER) == "exceeded":
-            if probe:
-                self.breaker.release_probe(model)
+            self._give_back_probe(model, probe)
             self._record(call, step_tier, model, Outcome.DEADLINE, **common)
             return None, len(chain)
         if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
             # Retryable, and the SDK's retries ran out: try the next step. Being rate limited
             # says nothing about the model's health, so only the others count for the breaker.
             if exc.status_code == 429:
-                if probe:
-                    self.breaker.release_probe(model)
+                self._give_back_probe(model, probe)
             else:
                 self._breaker_failure(model, probe)
             self._record(call, step_tier, model, Outcome.FAILED, **common)
             return None, index + 1
-        if probe:
-            self.breaker.release_probe(model)
+        self._give_back_probe(model, probe)
         self._record(call, step_tier, model, Outcome.BAD_REQUEST, **common)
         raise ModelCallFailed(
             f"{model} refused the request: {exc.status_code} {exc.message}"
@@ -584,9 +619,10 @@ class Gateway:
     # ------------------------------------------------------------------------------ helpers
     def _release(self, reservation: Reservation, permit: Permit, limits: RateLimits) -> None:
         """Nothing was charged: give back the budget reservation and the token estimates."""
-        self.guards.settle(
-            reservation, permit, limits, micro_usd=0, tokens=0, input_tokens=0, output_tokens=0
-        )
+        with _after_the_call("release", permit.family):
+            self.guards.settle(
+                reservation, permit, limits, micro_usd=0, tokens=0, input_tokens=0, output_tokens=0
+            )
 
     def _structured(
         self, schema: dict[str, Any] | None, text: str, stop_reason: str | None
@@ -615,8 +651,15 @@ class Gateway:
         schema = tool.get("input_schema")
         return None if schema is None else schema_errors(schema, tool_input)
 
+    def _give_back_probe(self, model: str, probe: bool) -> None:
+        if probe:
+            with _after_the_call("release_probe", model):
+                self.breaker.release_probe(model)
+
     def _breaker_failure(self, model: str, probe: bool) -> None:
-        result = self.breaker.record_failure(model, probe=probe)
+        result = "unknown"
+        with _after_the_call("breaker_failure", model):
+            result = self.breaker.record_failure(model, probe=probe)
         if result in ("opened", "reopened"):
             metrics.BREAKER_OPENED.labels(model).inc()
             log.error("llm.breaker_opened", model=model, how=result)
@@ -714,6 +757,18 @@ class Gateway:
             simulated=self.simulated,
             prompt_ref=call.prompt.ref,
         )
+
+
+@contextlib.contextmanager
+def _after_the_call(what: str, model: str) -> Iterator[None]:
+    """Redis bookkeeping once the provider has been called. The call happened (and may have been
+    charged) whatever Redis says now, so losing Redis here must not lose the answer or its
+    record, nor send the caller to pay for it again: the reservation then stays counted at its
+    worst case (budgets err on refusing) and a probe lease expires by itself."""
+    try:
+        yield
+    except redis.RedisError as exc:
+        log.error("llm.redis_lost_after_call", what=what, model=model, error=str(exc))
 
 
 def _attempts(request: httpx2.Request | None) -> int:

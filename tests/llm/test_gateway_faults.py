@@ -1,0 +1,214 @@
+"""The gateway under faults found in review: estimates the API beats, Redis lost mid-call, a
+response that cannot be read, labels the call record cannot hold."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+from decimal import Decimal
+
+import httpx2
+import pytest
+from django.db import connection
+from django.db.models import Sum
+
+from ledgerly import llm
+from ledgerly.llm import gateway as gateway_module
+from ledgerly.llm import redis_state
+from ledgerly.llm.conf import config
+from ledgerly.llm.gateway import estimate_prompt_tokens
+from ledgerly.llm.models import LLMCall
+from ledgerly.llm.pricing import worst_case_micro_usd
+from ledgerly.llm.prompt_registry import get as get_prompt
+from tests.llm.conftest import LOOKUP_TOOL, user
+
+QUESTION = user("Can you look up my charge?")
+
+
+def tool_call(_: int) -> str:
+    try:
+        completion = llm.complete(
+            tier="small",
+            purpose="agent_step",
+            prompt="faq_answer",
+            messages=QUESTION,
+            max_tokens=16,  # the answer fills it: no slack in the output reservation
+            tools=[LOOKUP_TOOL],
+            run_id="tools",
+            extra_headers={"x-sim-latency-ms": "1500"},  # all in flight before any settles
+        )
+        return "static" if completion.static else "ok"
+    except llm.LLMError as exc:
+        return type(exc).__name__
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_tool_calls_never_spend_past_the_run_budget(make_gateway, settings):
+    # The API adds its own tool-use system prompt (hundreds of tokens) to any request with
+    # tools: a reservation that leaves it out is beaten by the real bill.
+    request = make_gateway().build_request(
+        prompt=get_prompt("faq_answer"),
+        messages=QUESTION,
+        max_tokens=16,
+        tools=[LOOKUP_TOOL],
+        output_schema=None,
+        system_extra=None,
+    )
+    worst = worst_case_micro_usd(
+        config().price("claude-haiku-5-5"),
+        prompt_tokens=estimate_prompt_tokens(request),
+        max_tokens=16,
+    )
+    settings.LLM_RUN_BUDGET_USD = Decimal(5 * worst) / 1_000_000
+    make_gateway()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+        results = collections.Counter(pool.map(tool_call, range(20)))
+
+    rows = LLMCall.objects.filter(run_id="tools", outcome="ok")
+    spent = rows.aggregate(total=Sum("cost_usd"))["total"]
+    assert results == {"ok": 5, "BudgetExhausted": 15}
+    assert all(r.input_tokens > 346 for r in rows)  # the tool-use system prompt was billed
+    assert 0 < spent <= settings.LLM_RUN_BUDGET_USD
+
+
+@pytest.mark.django_db
+def test_a_tool_call_fits_a_run_token_budget_of_its_own_worst_case(make_gateway, settings):
+    request = make_gateway().build_request(
+        prompt=get_prompt("faq_answer"),
+        messages=QUESTION,
+        max_tokens=50,
+        tools=[LOOKUP_TOOL],
+        output_schema=None,
+        system_extra=None,
+    )
+    settings.LLM_RUN_BUDGET_TOKENS = estimate_prompt_tokens(request) + 50
+    gateway = make_gateway()
+
+    completion = llm.complete(
+        tier="small",
+        purpose="agent_step",
+        prompt="faq_answer",
+        messages=QUESTION,
+        max_tokens=50,
+        tools=[LOOKUP_TOOL],
+        run_id="tight",
+    )
+
+    used = sum(completion.usage.values())
+    assert not completion.static
+    assert used <= settings.LLM_RUN_BUDGET_TOKENS
+    assert gateway.budgets.spent(run_id="tight")["run_tokens"] == used
+
+
+class RedisDiesDuringTheCall(httpx2.BaseTransport):
+    """Answers from the simulator, and Redis becomes unreachable while the model is working."""
+
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = self.inner.handle_request(request)
+        pool = redis_state.client().connection_pool
+        pool.connection_kwargs["port"] = 1  # nothing listens there
+        for conn in [*pool._available_connections, *pool._in_use_connections]:
+            conn.port = 1  # type: ignore[attr-defined]
+        pool.disconnect()
+        return response
+
+
+@pytest.fixture
+def redis_lost_mid_call(make_gateway, simulator):
+    make_gateway()  # the test settings
+    gateway = gateway_module.Gateway(inner_transport=RedisDiesDuringTheCall(simulator))
+    gateway_module.install(gateway)
+    yield gateway
+    redis_state.reset()
+
+
+@pytest.mark.django_db
+def test_redis_lost_after_the_model_answered_returns_and_records_the_paid_answer(
+    redis_lost_mid_call,
+):
+    # The provider has charged for the answer: a Defer here would make the caller pay again.
+    completion = llm.complete(
+        tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+    )
+
+    row = LLMCall.objects.get(pk=completion.call_id)
+    assert not completion.static
+    assert completion.text
+    assert (row.outcome, row.cost_usd) == ("ok", completion.cost_usd)
+    assert row.cost_usd > 0
+
+
+class UnreadableAnswer(httpx2.BaseTransport):
+    """A 200 whose body is not the Messages API's JSON (a broken proxy, a truncated body)."""
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            200,
+            headers={"content-type": "application/json", "request-id": "req_broken"},
+            content=b'{"id": "msg_1", "content": [',
+            request=request,
+        )
+
+
+@pytest.mark.django_db
+def test_an_unreadable_answer_is_recorded_counted_and_falls_back(make_gateway, redis_client):
+    gateway = gateway_module.Gateway(inner_transport=UnreadableAnswer())
+    gateway_module.install(gateway)
+
+    completion = llm.complete(
+        tier="large",
+        purpose="agent_step",
+        prompt="route_ticket",
+        messages=user("x"),
+        max_tokens=20,
+        run_id="broken",
+    )
+
+    rows = LLMCall.objects.filter(run_id="broken").order_by("id")
+    assert completion.static
+    assert completion.text == gateway_module.STATIC_REPLY
+    assert [(r.model, r.outcome) for r in rows] == [
+        ("claude-sonnet-5-5", "failed"),
+        ("claude-haiku-5-5", "failed"),
+        ("", "static"),
+    ]
+    assert all("unreadable" in r.error for r in rows[:2])
+    # The provider may have charged: the worst case stays counted, never given back.
+    assert gateway.budgets.spent(run_id="broken")["run_usd"] > 0
+
+
+@pytest.mark.parametrize(
+    ("label", "value"),
+    [
+        ("purpose", "p" * 65),
+        ("ticket_id", "t" * 65),
+        ("run_id", "r" * 65),
+        ("customer_id", "c" * 65),
+    ],
+)
+@pytest.mark.django_db
+def test_labels_the_call_record_cannot_hold_are_refused_before_any_spend(
+    make_gateway, label, value
+):
+    gateway = make_gateway()
+    arguments = {
+        "tier": "small",
+        "purpose": "route",
+        "prompt": "route_ticket",
+        "messages": user("x"),
+        "max_tokens": 20,
+        label: value,
+    }
+
+    with pytest.raises(llm.ModelCallFailed, match=label):
+        llm.complete(**arguments)
+
+    assert gateway.budgets.spent()["global_day"] == 0
+    assert not LLMCall.objects.exists()
