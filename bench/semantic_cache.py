@@ -34,7 +34,7 @@ def main() -> None:
     import numpy as np
     from django.conf import settings
 
-    from memory import embeddings, services
+    from memory import embeddings, selectors, services
     from memory.models import SemanticCacheEntry
     from memory.semantic_cache import guard_allows
 
@@ -75,6 +75,7 @@ def main() -> None:
         f"{settings.SEMANTIC_CACHE_THRESHOLD:.2f})"
     )
     hits = {"paraphrase": 0, "near_miss": 0}
+    kb_version = selectors.kb_version_get()
     sims: list[float] = []
     for p in pairs:
         SemanticCacheEntry.objects.all().delete()
@@ -83,6 +84,7 @@ def main() -> None:
             answer="A generic help-center answer.",
             sources=[{"slug": "bench", "title": "Bench"}],
             prompt_version="bench-v1",
+            kb_version=kb_version,
         )
         got = services.semantic_cache_lookup(
             question=p["asked"], prompt_version="bench-v1", threshold=threshold

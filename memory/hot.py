@@ -1,12 +1,15 @@
 """The hot copy of each conversation's recent turns in Redis (rebuildable; Postgres is the truth).
 
-Key `ledgerly:memory:conv:<id>:recent`: a list of JSON turns (seq, role, content), oldest first,
-at most CONVERSATION_HOT_TURNS long, expiring after CONVERSATION_HOT_TTL_SECONDS idle.
+Key `ledgerly:memory:customer:<customer id>:conv:<id>:recent`: a list of JSON turns (seq, role,
+content), oldest first, at most CONVERSATION_HOT_TURNS long, expiring after
+CONVERSATION_HOT_TTL_SECONDS idle.
 
 Appends use RPUSHX (push only onto an existing list), so a missing or expired key is never
 replaced by a partial list; readers check that the list ends at the conversation's last
 sequence number with no gaps, and rebuild it from Postgres otherwise. A Redis outage degrades
-to reading Postgres.
+to reading Postgres. The customer is part of the key: sequence numbers alone cannot tell one
+conversation's turns from another's, so a conversation id that comes back for someone else (a
+restored database, a shared Redis) must not find the old owner's turns.
 """
 
 from __future__ import annotations
@@ -43,22 +46,23 @@ def client() -> redis.Redis:
     return _client_for(settings.REDIS_URL)
 
 
-def key(conversation_id: int) -> str:
-    return f"ledgerly:memory:conv:{conversation_id}:recent"
+def key(conversation: Conversation) -> str:
+    return f"ledgerly:memory:customer:{conversation.customer_id}:conv:{conversation.pk}:recent"
 
 
-def append(*, conversation_id: int, turn: Turn) -> None:
+def append(*, conversation: Conversation, turn: Turn) -> None:
     """Add `turn` to the hot copy if there is one (call after the message is committed)."""
     limit = settings.CONVERSATION_HOT_TURNS
+    name = key(conversation)
     try:
         pipe = client().pipeline(transaction=True)
-        pipe.rpushx(key(conversation_id), turn.to_json())
-        pipe.ltrim(key(conversation_id), -limit, -1)
-        pipe.expire(key(conversation_id), settings.CONVERSATION_HOT_TTL_SECONDS)
+        pipe.rpushx(name, turn.to_json())
+        pipe.ltrim(name, -limit, -1)
+        pipe.expire(name, settings.CONVERSATION_HOT_TTL_SECONDS)
         pipe.execute()
     except redis.RedisError:
         # The hot copy is an optimisation; readers fall back to Postgres.
-        log.warning("hot copy append failed for conversation %s", conversation_id, exc_info=True)
+        log.warning("hot copy append failed for conversation %s", conversation.pk, exc_info=True)
 
 
 def _from_postgres(conversation_id: int, limit: int) -> list[Turn]:
@@ -81,7 +85,7 @@ def recent_turns(*, conversation: Conversation) -> list[Turn]:
     limit = settings.CONVERSATION_HOT_TURNS
     last_seq = Conversation.objects.values_list("last_seq", flat=True).get(pk=conversation.pk)
     try:
-        raw = client().lrange(key(conversation.pk), 0, -1)
+        raw = client().lrange(key(conversation), 0, -1)
     except redis.RedisError:
         log.warning("hot copy unreadable for conversation %s", conversation.pk, exc_info=True)
         return _from_postgres(conversation.pk, limit)
@@ -89,26 +93,27 @@ def recent_turns(*, conversation: Conversation) -> list[Turn]:
     if raw and _consistent(turns, last_seq, limit):
         return turns
     turns = _from_postgres(conversation.pk, limit)
-    rebuild(conversation_id=conversation.pk, turns=turns)
+    rebuild(conversation=conversation, turns=turns)
     return turns
 
 
-def rebuild(*, conversation_id: int, turns: list[Turn]) -> None:
+def rebuild(*, conversation: Conversation, turns: list[Turn]) -> None:
     """Replace the hot copy with `turns` in one MULTI/EXEC (readers never see half of it)."""
     if not turns:
         return
+    name = key(conversation)
     try:
         pipe = client().pipeline(transaction=True)
-        pipe.delete(key(conversation_id))
-        pipe.rpush(key(conversation_id), *(t.to_json() for t in turns))
-        pipe.expire(key(conversation_id), settings.CONVERSATION_HOT_TTL_SECONDS)
+        pipe.delete(name)
+        pipe.rpush(name, *(t.to_json() for t in turns))
+        pipe.expire(name, settings.CONVERSATION_HOT_TTL_SECONDS)
         pipe.execute()
     except redis.RedisError:
-        log.warning("hot copy rebuild failed for conversation %s", conversation_id, exc_info=True)
+        log.warning("hot copy rebuild failed for conversation %s", conversation.pk, exc_info=True)
 
 
-def drop(*, conversation_id: int) -> None:
+def drop(*, conversation: Conversation) -> None:
     try:
-        client().delete(key(conversation_id))
+        client().delete(key(conversation))
     except redis.RedisError:
-        log.warning("hot copy delete failed for conversation %s", conversation_id, exc_info=True)
+        log.warning("hot copy delete failed for conversation %s", conversation.pk, exc_info=True)

@@ -35,7 +35,13 @@ from memory.models import (
     SemanticCacheEntry,
     SemanticCacheLookup,
 )
-from memory.semantic_cache import amounts_in, customer_specific_reasons, guard_allows
+from memory.semantic_cache import (
+    amounts_in,
+    customer_specific_reasons,
+    guard_allows,
+    numbers_in,
+    words_in,
+)
 
 if TYPE_CHECKING:
     from billing.models import Customer
@@ -274,19 +280,34 @@ class CachedAnswer:
     similarity: float
 
 
-_public_amounts: dict[int, frozenset[str]] = {}
+@dataclass(frozen=True)
+class _PublicFacts:
+    amounts: frozenset[str]
+    numbers: frozenset[str]
+    words: frozenset[str]
 
 
-def _help_center_amounts(kb_version: int) -> frozenset[str]:
-    # Amounts the help center states (prices, limits, worked examples) are public; keyed by the
-    # KB version so an edited article is seen at once.
-    if kb_version not in _public_amounts:
-        texts = Article.objects.values_list("title", "body")
-        _public_amounts.clear()
-        _public_amounts[kb_version] = frozenset(
-            amount for title, body in texts for amount in amounts_in(f"{title}\n{body}")
+_public_facts: dict[str, _PublicFacts] = {}
+
+
+def _help_center_public() -> _PublicFacts:
+    # What the help center itself states (prices, limits, worked examples, its vocabulary) is
+    # public. Keyed by the articles' content hashes, not the KB version: a version number can
+    # name different content (a rolled-back edit, another database), a content hash cannot.
+    hashes = sorted(Article.objects.values_list("content_hash", flat=True))
+    digest = embeddings.content_hash("\n".join(hashes))
+    if digest not in _public_facts:
+        texts = [
+            f"{title}\n{body}\n{keywords}"
+            for title, body, keywords in Article.objects.values_list("title", "body", "keywords")
+        ]
+        _public_facts.clear()
+        _public_facts[digest] = _PublicFacts(
+            amounts=frozenset(a for t in texts for a in amounts_in(t)),
+            numbers=frozenset(n for t in texts for n in numbers_in(t)),
+            words=frozenset(w for t in texts for w in words_in(t)),
         )
-    return _public_amounts[kb_version]
+    return _public_facts[digest]
 
 
 def semantic_cache_store(
@@ -295,19 +316,30 @@ def semantic_cache_store(
     answer: str,
     sources: list[dict[str, str]],
     prompt_version: str,
+    kb_version: int,
     ttl_seconds: int | None = None,
 ) -> SemanticCacheEntry:
-    """Cache a generic FAQ answer under the current KB version and `prompt_version`.
+    """Cache a generic FAQ answer under `prompt_version` and `kb_version`.
 
-    Precondition: the answer came from the FAQ lane (help-center passages only, no customer
-    lookups). Raises CustomerSpecificAnswer when the question or answer names an email, an
-    invoice number, a payment reference or an amount the help center does not state.
+    Preconditions: the answer came from the FAQ lane (help-center passages only, no customer
+    lookups), and `kb_version` is `selectors.kb_version_get()` read BEFORE the passages were
+    retrieved: an answer built from an older help center is then stored under that older
+    version and never served (reading the version at store time would label a stale answer
+    as current when staff edit an article while the model is answering). Raises
+    CustomerSpecificAnswer when the question or answer names an email, an invoice number, a
+    payment reference or an amount the help center does not state.
     """
-    kb_version = selectors.kb_version_get()
-    public = _help_center_amounts(kb_version)
-    reasons = customer_specific_reasons(question, public_amounts=public) + (
-        customer_specific_reasons(answer, public_amounts=public)
-    )
+    public = _help_center_public()
+    reasons = [
+        reason
+        for text in (question, answer)
+        for reason in customer_specific_reasons(
+            text,
+            public_amounts=public.amounts,
+            public_numbers=public.numbers,
+            public_words=public.words,
+        )
+    ]
     if reasons:
         raise CustomerSpecificAnswer("; ".join(dict.fromkeys(reasons)))
     provider = embeddings.get_provider()
@@ -482,7 +514,7 @@ def message_append(*, conversation: Conversation, role: str, content: str) -> Me
     )
     conversation.last_seq = locked.last_seq
     turn = hot.Turn(seq=message.seq, role=role, content=content)
-    transaction.on_commit(lambda: hot.append(conversation_id=locked.pk, turn=turn))
+    transaction.on_commit(lambda: hot.append(conversation=locked, turn=turn))
     return message
 
 

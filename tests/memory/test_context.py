@@ -113,7 +113,7 @@ def test_context_is_the_same_after_the_redis_copy_is_deleted(
     conversation = _long_conversation(customer, 30)
     before = context.build_context(conversation=conversation, token_budget=900)
 
-    redis_client.delete(hot.key(conversation.pk))
+    redis_client.delete(hot.key(conversation))
     after = context.build_context(conversation=conversation, token_budget=900)
 
     assert after.turns == before.turns

@@ -21,7 +21,7 @@ def _conversation_with(customer, n):
 
 
 def _hot_seqs(redis_client, conversation):
-    return [json.loads(x)["seq"] for x in redis_client.lrange(hot.key(conversation.pk), 0, -1)]
+    return [json.loads(x)["seq"] for x in redis_client.lrange(hot.key(conversation), 0, -1)]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -43,7 +43,7 @@ def test_recent_turns_are_rebuilt_from_postgres_when_the_redis_key_is_gone(
     expected = [(i, f"turn {i}") for i in range(5, 13)]
     assert [(t.seq, t.content) for t in hot.recent_turns(conversation=conversation)] == expected
 
-    redis_client.delete(hot.key(conversation.pk))
+    redis_client.delete(hot.key(conversation))
     rebuilt = hot.recent_turns(conversation=conversation)
 
     assert [(t.seq, t.content) for t in rebuilt] == expected
@@ -67,7 +67,7 @@ def test_appends_extend_the_hot_copy_and_keep_it_capped(customer, redis_client, 
 def test_a_hot_copy_missing_the_latest_turn_is_detected_and_rebuilt(customer, redis_client):
     conversation = _conversation_with(customer, 6)
     hot.recent_turns(conversation=conversation)
-    redis_client.rpop(hot.key(conversation.pk))  # as if the append after commit was lost
+    redis_client.rpop(hot.key(conversation))  # as if the append after commit was lost
 
     turns = hot.recent_turns(conversation=conversation)
 

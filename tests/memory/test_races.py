@@ -60,6 +60,7 @@ def test_concurrent_stores_of_one_answer_keep_one_entry(trial):
             answer="As CSV or JSON, at any time.",
             sources=[{"slug": "exporting-your-data", "title": "Exporting your data"}],
             prompt_version="faq@race",
+            kb_version=selectors.kb_version_get(),
         ),
     )
 

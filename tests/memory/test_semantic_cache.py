@@ -28,6 +28,7 @@ def _store(question: str, answer: str = "Generic answer.", prompt: str = PROMPT)
         answer=answer,
         sources=[{"slug": "refunds-monthly-plans", "title": "Refunds on monthly plans"}],
         prompt_version=prompt,
+        kb_version=selectors.kb_version_get(),
     )
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from memory import services, tasks
+from memory import selectors, services, tasks
 from memory.models import Article, SemanticCacheEntry
 
 
@@ -21,10 +21,18 @@ def test_ingest_task_twice_indexes_once(db):
 
 def test_purge_task_removes_only_expired_entries(helpcenter):
     keep = services.semantic_cache_store(
-        question="How do I export my data?", answer="CSV or JSON.", sources=[], prompt_version="p1"
+        question="How do I export my data?",
+        answer="CSV or JSON.",
+        sources=[],
+        prompt_version="p1",
+        kb_version=selectors.kb_version_get(),
     )
     gone = services.semantic_cache_store(
-        question="What are your support hours?", answer="Mon-Fri.", sources=[], prompt_version="p1"
+        question="What are your support hours?",
+        answer="Mon-Fri.",
+        sources=[],
+        prompt_version="p1",
+        kb_version=selectors.kb_version_get(),
     )
     SemanticCacheEntry.objects.filter(id=gone.id).update(
         expires_at=timezone.now() - timedelta(minutes=1)
