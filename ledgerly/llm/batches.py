@@ -4,7 +4,9 @@
 `run_batch` builds each request exactly as `complete()` would (same prompts, cache_control and
 rules), reserves the whole batch's worst case at the batch price against the global budgets,
 submits, polls until the batch has ended, then records one LLMCall per request (with the batch
-id, priced at the batch discount) and settles the reservation to the real total.
+id, priced at the batch discount) and settles the reservation to the real total. A batch given
+up on (timeout, lost connection) is cancelled where possible and its reservation stays counted:
+the provider still bills whatever it processed, and we never saw what that was.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
+import anthropic
 import structlog
 
 from ledgerly.llm import prompt_registry
@@ -67,7 +70,8 @@ def run_batch(
     """Submit `requests` as one Message Batch, wait for it, record and return the results (in
     the order given). Blocks while polling: call it from a script or a long-running task, never
     from a request handler. Raises BudgetExhausted before submitting if the batch's worst case
-    does not fit the global budgets, ModelCallFailed if the batch does not end in time."""
+    does not fit the global budgets, ModelCallFailed if the batch does not end in time (it is
+    then cancelled, and its reservation stays counted)."""
     gw = gateway or get_gateway()
     if len({r.custom_id for r in requests}) != len(requests):
         raise ModelCallFailed("custom_id values must be unique within a batch")
@@ -117,22 +121,35 @@ def run_batch(
     spent = 0
     try:
         batch = gw.client.messages.batches.create(requests=params)  # type: ignore[arg-type]
-        log.info("llm.batch_submitted", batch_id=batch.id, requests=len(params))
-        give_up = time.monotonic() + timeout_seconds
-        while batch.processing_status != "ended":
-            if time.monotonic() > give_up:
-                raise ModelCallFailed(f"batch {batch.id} did not end within {timeout_seconds}s")
-            time.sleep(poll_seconds)
-            batch = gw.client.messages.batches.retrieve(batch.id)
+    except anthropic.APIStatusError:
+        gw.budgets.settle(reservation, micro_usd=0, tokens=0)  # refused: nothing was submitted
+        raise
+    log.info("llm.batch_submitted", batch_id=batch.id, requests=len(params))
+    give_up = time.monotonic() + timeout_seconds
+    while batch.processing_status != "ended":
+        if time.monotonic() > give_up:
+            _cancel(gw, batch.id)
+            raise ModelCallFailed(f"batch {batch.id} did not end within {timeout_seconds}s")
+        time.sleep(poll_seconds)
+        batch = gw.client.messages.batches.retrieve(batch.id)
 
-        results: dict[str, BatchResult] = {}
-        for entry in gw.client.messages.batches.results(batch.id):
-            result, micro = _record(gw, calls[entry.custom_id], entry, batch.id, discount)
-            results[entry.custom_id] = result
-            spent += micro
-    finally:
-        gw.budgets.settle(reservation, micro_usd=spent, tokens=0)
+    results: dict[str, BatchResult] = {}
+    for entry in gw.client.messages.batches.results(batch.id):
+        result, micro = _record(gw, calls[entry.custom_id], entry, batch.id, discount)
+        results[entry.custom_id] = result
+        spent += micro
+    gw.budgets.settle(reservation, micro_usd=spent, tokens=0)
     return [results[item.custom_id] for item in requests if item.custom_id in results]
+
+
+def _cancel(gw: Gateway, batch_id: str) -> None:
+    """Ask the provider to stop a batch we no longer wait for (requests it has not started are
+    not billed). Its reservation stays counted: what it did process is billed all the same."""
+    try:
+        gw.client.messages.batches.cancel(batch_id)
+    except anthropic.APIError as exc:
+        log.error("llm.batch_cancel_failed", batch_id=batch_id, error=str(exc))
+    log.warning("llm.batch_abandoned", batch_id=batch_id, detail="reservation kept counted")
 
 
 def math_ceil_fraction(amount: int, fraction: Decimal) -> int:
@@ -176,7 +193,9 @@ def _record(
         cache_creation_input_tokens=message.usage.cache_creation_input_tokens or 0,
         cache_read_input_tokens=message.usage.cache_read_input_tokens or 0,
     )
-    cost = cost_usd(gw.config.price(message.model), usage, discount=discount)
+    # Priced by the id we asked for (the price table's key): the answer may name the dated
+    # snapshot that served an alias, which is what gets recorded.
+    cost = cost_usd(gw.config.price(model), usage, discount=discount)
     content = [block.to_dict(mode="json") for block in message.content]
     text = "".join(b["text"] for b in content if b.get("type") == "text")
     data, invalid = gw._structured(call.output_schema, text, message.stop_reason)
