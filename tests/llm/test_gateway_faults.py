@@ -20,7 +20,7 @@ from ledgerly.llm.gateway import estimate_prompt_tokens
 from ledgerly.llm.models import LLMCall
 from ledgerly.llm.pricing import worst_case_micro_usd
 from ledgerly.llm.prompt_registry import get as get_prompt
-from tests.llm.conftest import LOOKUP_TOOL, user
+from tests.llm.conftest import LOOKUP_TOOL, ROUTE_SCHEMA, user
 
 QUESTION = user("Can you look up my charge?")
 
@@ -212,3 +212,26 @@ def test_labels_the_call_record_cannot_hold_are_refused_before_any_spend(
 
     assert gateway.budgets.spent()["global_day"] == 0
     assert not LLMCall.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_structured_answer_failing_validation_falls_back_and_never_leaks(gateway):
+    completion = llm.complete(
+        tier="large",
+        purpose="route",
+        prompt="route_ticket",
+        messages=user("I was charged twice this month, please refund the duplicate charge."),
+        max_tokens=8,  # every model's JSON is cut off mid-object
+        output_schema=ROUTE_SCHEMA,
+        run_id="cut",
+    )
+
+    rows = LLMCall.objects.filter(run_id="cut").order_by("id")
+    assert completion.static
+    assert (completion.text, completion.data) == (gateway_module.STATIC_REPLY, None)
+    assert [(r.model, r.outcome, r.stop_reason) for r in rows] == [
+        ("claude-sonnet-5-5", "invalid_output", "max_tokens"),
+        ("claude-haiku-5-5", "invalid_output", "max_tokens"),
+        ("", "static", ""),
+    ]
+    assert all(r.cost_usd > 0 for r in rows[:2])
