@@ -113,6 +113,14 @@ def passages_search(
         set_ef_search(cursor)
         cursor.execute(_VECTOR_SQL, [literal, literal, candidates])
         vector_rows = cursor.fetchall()
+        if len(vector_rows) < candidates:
+            # pgvector (< 0.8) drops index candidates that are not visible (chunks of a
+            # re-index deleted or rolled back and not yet vacuumed) after the HNSW scan, so a
+            # short result may lack the best live chunks: scan exactly instead (it is short
+            # only when the index is full of dead entries or the table is small).
+            cursor.execute("SET LOCAL enable_indexscan = off")
+            cursor.execute(_VECTOR_SQL, [literal, literal, candidates])
+            vector_rows = cursor.fetchall()
         fts_rows: list[tuple[int, float]] = []
         words = _or_query(query)
         if mode == "hybrid" and words:

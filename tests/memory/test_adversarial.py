@@ -4,9 +4,14 @@ hot copy serving one customer's turns to another."""
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import replace
+
 import pytest
+from django.db import transaction
 
 from memory import hot, selectors, services
+from memory.knowledge import load_directory
 from memory.models import Conversation, Message, SemanticCacheEntry
 
 PROMPT = "faq_answer@adversarial"
@@ -223,3 +228,27 @@ def test_a_reused_conversation_id_never_serves_the_previous_customers_turns(
     turns = hot.recent_turns(conversation=reused)
 
     assert [t.content for t in turns] == ["B turn 1", "B turn 2", "B turn 3"]
+
+
+# --- Retrieval while the HNSW index holds dead entries (re-indexed, not yet vacuumed) --------
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def test_retrieval_finds_the_right_article_after_many_rolled_back_reindexes(helpcenter):
+    # A re-index that rolls back (a failed request, a test) leaves its inserted chunks in the
+    # HNSW index as dead entries until VACUUM; pgvector drops them only after the scan's
+    # candidate list was cut, so they crowd out the live chunks.
+    for _ in range(25):
+        with contextlib.suppress(_RolledBack), transaction.atomic():
+            services.helpcenter_ingest(
+                sources=[replace(s, body=s.body + "\n\nx") for s in load_directory()]
+            )
+            raise _RolledBack
+
+    passages = selectors.passages_search(query="What are your support hours?", k=3)
+
+    assert [p.slug for p in passages][:1] == ["contacting-support"]
+    assert len(passages) == 3
