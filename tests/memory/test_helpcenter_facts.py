@@ -83,3 +83,18 @@ def test_every_article_has_title_section_and_passages(article):
     assert article.title
     assert article.section
     assert chunk_body(article.body)
+
+
+@pytest.mark.parametrize("article", ARTICLES, ids=[a.slug for a in ARTICLES])
+def test_no_article_promises_a_refund_to_a_card(article):
+    # Refunds go back to the original payment method, which may be a SEPA bank account or a
+    # bank transfer (Scale annual), not always a card.
+    assert "back to your card" not in _normalise(article.body)
+
+
+@pytest.mark.parametrize("article", ARTICLES, ids=[a.slug for a in ARTICLES])
+def test_an_article_offering_export_after_cancelling_says_for_90_days(article):
+    body = _normalise(article.body)
+    offers_export_after_cancelling = "export" in body and "after you cancel" in body
+
+    assert "90 days" in body or not offers_export_after_cancelling
