@@ -10,7 +10,8 @@ Each file starts with front matter naming it and its version:
 
 The content hash (sha256 of the text) is computed, and `prompts/LOCK.json` records the hash of
 each name@version: changing a prompt's text means bumping its version and re-locking
-(`python -m ledgerly.llm.prompt_registry --lock`); the test suite fails otherwise.
+(`python -m ledgerly.llm.prompt_registry --lock`); the test suite fails otherwise, and at run
+time a locked version whose text has changed is refused.
 """
 
 from __future__ import annotations
@@ -75,7 +76,16 @@ def get(name: str) -> Prompt:
     path = PROMPTS_DIR / f"{name}.md"
     if not path.is_file():
         raise PromptError(f"no prompt file {path}")
-    return parse(path)
+    prompt = parse(path)
+    locked = read_lock().get(prompt.ref)
+    if locked is not None and locked != prompt.sha256:
+        # Calls are recorded (and answers cached) by name@version: other text under a locked
+        # version would be passed off as the reviewed one.
+        raise PromptError(
+            f"{prompt.ref} differs from its locked text: bump its version and re-lock "
+            "(python -m ledgerly.llm.prompt_registry --lock)"
+        )
+    return prompt
 
 
 def all_prompts() -> list[Prompt]:
@@ -87,8 +97,12 @@ def read_lock() -> dict[str, str]:
 
 
 def write_lock() -> None:
+    """Lock every prompt file's name@version to its hash; a version already locked to other
+    text is refused (a changed prompt is a new version)."""
     lock = read_lock()
     for prompt in all_prompts():
+        if lock.get(prompt.ref, prompt.sha256) != prompt.sha256:
+            raise PromptError(f"{prompt.ref} differs from its locked text: bump its version")
         lock[prompt.ref] = prompt.sha256
     LOCK_FILE.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
 
