@@ -66,6 +66,9 @@ MIN_CALL_SECONDS = 0.05
 # The API adds its own tool-use system prompt to every request with tools, billed as input but
 # absent from the request body: 346 tokens on current models, up to 530 on older ones.
 TOOL_USE_SYSTEM_TOKENS = 600
+# An image is billed by its pixels, not by the length of its URL or file id: the API scales it
+# to at most about 1.15 megapixels, about 1,600 tokens.
+IMAGE_TOKENS = 1600
 # Labels recorded on every LLMCall row: longer ones are refused before anything is spent.
 RECORDED_LABELS = ("purpose", "ticket_id", "run_id", "customer_id")
 
@@ -102,10 +105,22 @@ def estimate_prompt_tokens(request: dict[str, Any]) -> int:
     a token, so a third of the request's JSON length (plus a margin) over-counts comfortably.
     Non-ASCII characters are escaped to six characters each (two tokens), which covers scripts
     that take a token or more per character. A request with tools also pays for the API's
-    tool-use system prompt, which the body does not show."""
+    tool-use system prompt, which the body does not show, and an image its pixels, whatever
+    the size of its reference. (A PDF `document` sent by URL or file id cannot be bounded from
+    here; Ledgerly sends none.)"""
     size = len(json.dumps(request, separators=(",", ":")))
     overhead = TOOL_USE_SYSTEM_TOKENS if request.get("tools") else 0
-    return size // 3 + 32 + overhead
+    return size // 3 + 32 + overhead + IMAGE_TOKENS * _images(request.get("messages"))
+
+
+def _images(value: object) -> int:
+    """Image blocks anywhere in the messages (tool results can carry them too)."""
+    if isinstance(value, list):
+        return sum(_images(item) for item in value)
+    if isinstance(value, dict):
+        own = 1 if value.get("type") == "image" else 0
+        return own + _images(value.get("content"))
+    return 0
 
 
 @functools.lru_cache(maxsize=256)

@@ -235,3 +235,42 @@ def test_a_structured_answer_failing_validation_falls_back_and_never_leaks(gatew
         ("", "static", ""),
     ]
     assert all(r.cost_usd > 0 for r in rows[:2])
+
+
+SCREENSHOT = user(
+    [
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/invoice.png"}},
+        {"type": "text", "text": "Why is this invoice higher than last month?"},
+    ]
+)
+
+
+@pytest.mark.django_db
+def test_an_image_sent_by_reference_fits_a_run_token_budget_of_its_worst_case(
+    make_gateway, settings
+):
+    # An image costs its pixels, not the length of its URL.
+    request = make_gateway().build_request(
+        prompt=get_prompt("faq_answer"),
+        messages=SCREENSHOT,
+        max_tokens=50,
+        tools=None,
+        output_schema=None,
+        system_extra=None,
+    )
+    settings.LLM_RUN_BUDGET_TOKENS = estimate_prompt_tokens(request) + 50
+    gateway = make_gateway()
+
+    completion = llm.complete(
+        tier="small",
+        purpose="faq_answer",
+        prompt="faq_answer",
+        messages=SCREENSHOT,
+        max_tokens=50,
+        run_id="image",
+    )
+
+    used = sum(completion.usage.values())
+    assert not completion.static
+    assert used <= settings.LLM_RUN_BUDGET_TOKENS
+    assert gateway.budgets.spent(run_id="image")["run_tokens"] == used
