@@ -237,12 +237,15 @@ def test_a_structured_answer_failing_validation_falls_back_and_never_leaks(gatew
     assert all(r.cost_usd > 0 for r in rows[:2])
 
 
-SCREENSHOT = user(
-    [
-        {"type": "image", "source": {"type": "url", "url": "https://example.com/invoice.png"}},
-        {"type": "text", "text": "Why is this invoice higher than last month?"},
-    ]
-)
+SCREENSHOT = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/invoice.png"}},
+            {"type": "text", "text": "Why is this invoice higher than last month?"},
+        ],
+    }
+]
 
 
 @pytest.mark.django_db
