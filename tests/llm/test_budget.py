@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import multiprocessing
 import time
 
@@ -133,3 +134,30 @@ def test_200_reservations_from_4_processes_against_room_for_50_get_exactly_50(re
 
     assert sum(len(r) for r in results) == 50
     assert Budgets(redis_client, limits).spent(run_id="race")["run_usd"] == 50 * cost
+
+
+@pytest.mark.parametrize(
+    ("limit_name", "before", "key"),
+    [
+        ("daily_micro_usd", dt.datetime(2026, 11, 21, 23, 59, 59, 900_000, dt.UTC), "day:20261121"),
+        (
+            "monthly_micro_usd",
+            dt.datetime(2026, 11, 30, 23, 59, 59, 900_000, dt.UTC),
+            "month:202611",
+        ),
+    ],
+)
+def test_a_reservation_made_before_midnight_settles_on_its_own_day(
+    redis_client, limit_name, before, key
+):
+    budgets = Budgets(redis_client, make_limits(**{limit_name: 1_000}))
+    reservation = budgets.reserve([Candidate(800, 1, large=False)], now=before)
+    assert isinstance(reservation, Reservation)
+
+    budgets.settle(reservation, micro_usd=300, tokens=1)  # the answer came after midnight
+    next_period = budgets.reserve(
+        [Candidate(1_000, 1, large=False)], now=before + dt.timedelta(seconds=0.2)
+    )
+
+    assert int(redis_client.get(f"llm:{{budget}}:{key}")) == 300
+    assert isinstance(next_period, Reservation)  # the new day (month) starts with all its room
