@@ -340,6 +340,16 @@ def semantic_cache_store(
             public_words=public.words,
         )
     ]
+    # Sources are shown with the answer: each must be a help-center article, as it is titled.
+    slugs = [str(source.get("slug")) for source in sources]
+    titles = dict(Article.objects.filter(slug__in=slugs).values_list("slug", "title"))
+    reasons += [
+        f"source is not a help-center article: {source.get('slug')!r}"
+        for source, slug in zip(sources, slugs, strict=True)
+        if slug not in titles
+        or source.get("title", titles[slug]) != titles[slug]
+        or set(source) - {"slug", "title"}
+    ]
     if reasons:
         raise CustomerSpecificAnswer("; ".join(dict.fromkeys(reasons)))
     provider = embeddings.get_provider()

@@ -252,3 +252,23 @@ def test_retrieval_finds_the_right_article_after_many_rolled_back_reindexes(help
 
     assert [p.slug for p in passages][:1] == ["contacting-support"]
     assert len(passages) == 3
+
+
+@pytest.mark.parametrize(
+    "sources",
+    [
+        [{"slug": "refund-timing", "title": "Refund of ch_3Nabc123 for Anna Lopez"}],
+        [{"slug": "customer-anna-lopez-charges", "title": "When will I see my refund?"}],
+    ],
+)
+def test_sources_that_are_not_help_center_articles_are_never_cached(helpcenter, sources):
+    with pytest.raises(services.CustomerSpecificAnswer):
+        services.semantic_cache_store(
+            question="Where is my refund?",
+            answer="Refunds take 5–10 business days to appear [refund-timing].",
+            sources=sources,
+            prompt_version=PROMPT,
+            kb_version=selectors.kb_version_get(),
+        )
+
+    assert SemanticCacheEntry.objects.count() == 0

@@ -58,7 +58,7 @@ def test_concurrent_stores_of_one_answer_keep_one_entry(trial):
         lambda: services.semantic_cache_store(
             question="How do I export my data?",
             answer="As CSV or JSON, at any time.",
-            sources=[{"slug": "exporting-your-data", "title": "Exporting your data"}],
+            sources=[{"slug": "exporting-your-data", "title": "Exporting your data (CSV or JSON)"}],
             prompt_version="faq@race",
             kb_version=selectors.kb_version_get(),
         ),
