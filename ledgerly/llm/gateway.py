@@ -479,6 +479,24 @@ class Gateway:
         except anthropic.APIConnectionError as exc:  # includes timeouts, after the SDK's retries
             latency = time.perf_counter() - started
             self._release(reservation, permit, limits)
+            if (
+                isinstance(exc, anthropic.APITimeoutError)
+                and call.deadline is not None
+                and time.monotonic() >= call.deadline - MIN_CALL_SECONDS
+            ):
+                # Cut short by the run's own deadline, not by the model's health: many runs
+                # near their deadlines must not open the breaker for every worker.
+                self._give_back_probe(model, probe)
+                self._record(
+                    call,
+                    step_tier,
+                    model,
+                    Outcome.DEADLINE,
+                    latency=latency,
+                    attempts=_attempts(exc.request),
+                    error=f"{type(exc).__name__} at the deadline: {exc}",
+                )
+                return None, len(chain)
             self._breaker_failure(model, probe)
             self._record(
                 call,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import time
 from decimal import Decimal
 
 import httpx2
@@ -277,3 +278,38 @@ def test_an_image_sent_by_reference_fits_a_run_token_budget_of_its_worst_case(
     assert not completion.static
     assert used <= settings.LLM_RUN_BUDGET_TOKENS
     assert gateway.budgets.spent(run_id="image")["run_tokens"] == used
+
+
+class SlowProvider(httpx2.BaseTransport):
+    """A provider that is healthy but slow: every attempt outlasts the read timeout it was given
+    and ends as a network read timeout would."""
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        time.sleep(request.extensions["timeout"]["read"])
+        raise httpx2.ReadTimeout("timed out", request=request)
+
+
+@pytest.mark.django_db
+def test_calls_cut_short_by_their_own_deadline_do_not_open_the_breaker(make_gateway, settings):
+    settings.LLM_MAX_RETRIES = 0  # the one attempt is the one the deadline cuts
+    make_gateway()
+    gateway = gateway_module.Gateway(inner_transport=SlowProvider())
+    gateway_module.install(gateway)
+
+    completions = [
+        llm.complete(
+            tier="small",
+            purpose="agent_step",
+            prompt="route_ticket",
+            messages=user("x"),
+            max_tokens=20,
+            run_id="late",
+            deadline=time.monotonic() + 0.2,
+        )
+        for _ in range(settings.LLM_BREAKER_FAILURES)
+    ]
+
+    rows = LLMCall.objects.filter(run_id="late", model="claude-haiku-5-5")
+    assert all(c.static for c in completions)
+    assert {r.outcome for r in rows} == {"deadline"}
+    assert gateway.breaker.state("claude-haiku-5-5") == "closed"
