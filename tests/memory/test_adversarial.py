@@ -154,6 +154,15 @@ def test_a_generic_help_center_answer_is_still_cached(helpcenter, question, answ
         ("Can I get a refund within 14 days?", "Can I get a refund within 30 days?"),
         ("Can I get a refund on the Starter plan?", "Can I get a refund on the Scale plan?"),
         ("Can I pay in EUR?", "Can I pay in GBP?"),
+        # Found by bench/semantic_cache.py's review set after the fixes above.
+        ("Do I pay VAT if I am in the EU?", "Do I pay VAT if I am outside the EU?"),
+        (
+            "Are duplicate charges under $25 approved automatically?",
+            "Are duplicate charges over $25 approved automatically?",
+        ),
+        ("Is support open on weekdays?", "Is support closed on weekdays?"),
+        ("Is SEPA available for EUR accounts?", "Is SEPA unavailable for EUR accounts?"),
+        ("Can staff refund a disputed charge?", "Can staff refund an undisputed charge?"),
     ],
 )
 def test_a_near_miss_outside_the_labelled_set_never_hits(helpcenter, cached, asked):
