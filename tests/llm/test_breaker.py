@@ -54,6 +54,18 @@ def test_failures_older_than_the_window_do_not_count(redis_client):
     assert breaker.admit(MODEL).verdict is Verdict.CLOSED
 
 
+def test_failures_that_slid_out_of_the_window_stop_counting(redis_client):
+    # Each failure keeps the window alive; only the ones still inside it may count.
+    breaker = make_breaker(redis_client, window_seconds=0.5)
+    results = []
+    for _ in range(3):
+        results.append(breaker.record_failure(MODEL, probe=False))
+        time.sleep(0.3)
+
+    assert results == ["counted", "counted", "counted"]
+    assert breaker.admit(MODEL).verdict is Verdict.CLOSED
+
+
 def test_after_the_cooldown_exactly_one_probe_is_let_through(redis_client):
     breaker = make_breaker(redis_client, failures=1, cooldown_seconds=0.2)
     breaker.record_failure(MODEL, probe=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import time
 from decimal import Decimal
 
@@ -313,3 +314,50 @@ def test_calls_cut_short_by_their_own_deadline_do_not_open_the_breaker(make_gate
     assert all(c.static for c in completions)
     assert {r.outcome for r in rows} == {"deadline"}
     assert gateway.breaker.state("claude-haiku-5-5") == "closed"
+
+
+@pytest.mark.parametrize("fault", ["server_error", "overloaded", "timeout", "bad_request"])
+@pytest.mark.django_db
+def test_a_failed_call_gives_its_reservation_back(gateway, simulator, fault):
+    simulator.inject(fault, times=2)  # both attempts of the one step
+
+    with contextlib.suppress(llm.ModelCallFailed):
+        llm.complete(
+            tier="small",
+            purpose="route",
+            prompt="route_ticket",
+            messages=user("x"),
+            max_tokens=200,
+            run_id="failed",
+            customer_id="c1",
+        )
+
+    assert gateway.budgets.spent(run_id="failed", customer_id="c1") == {
+        "global_day": 0,
+        "global_month": 0,
+        "customer_day": 0,
+        "run_usd": 0,
+        "run_tokens": 0,
+    }
+
+
+@pytest.mark.django_db
+def test_a_probe_told_to_wait_hands_the_probe_to_the_next_caller(make_gateway, settings):
+    settings.LLM_BREAKER_COOLDOWN_SECONDS = 1
+    gateway = make_gateway()
+    for _ in range(settings.LLM_BREAKER_FAILURES):
+        gateway.breaker.record_failure("claude-haiku-5-5", probe=False)
+    time.sleep(1.1)
+
+    with pytest.raises(llm.Defer):
+        llm.complete(
+            tier="small",
+            purpose="route",
+            prompt="route_ticket",
+            messages=user("x"),
+            max_tokens=20,
+            extra_headers={"x-sim-fault": "rate_limited", "x-sim-retry-after": "60"},
+        )
+
+    # Being told to come back in a minute says nothing about the model: the next caller probes.
+    assert gateway.breaker.admit("claude-haiku-5-5").verdict.value == "probe"
