@@ -6,6 +6,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import socket
+import threading
 import time
 from decimal import Decimal
 
@@ -361,3 +363,56 @@ def test_a_probe_told_to_wait_hands_the_probe_to_the_next_caller(make_gateway, s
 
     # Being told to come back in a minute says nothing about the model: the next caller probes.
     assert gateway.breaker.admit("claude-haiku-5-5").verdict.value == "probe"
+
+
+@pytest.fixture
+def redis_that_never_answers():
+    """A Redis address that accepts connections and then says nothing (a hung server, a
+    half-open connection through a broken network path)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_redis_that_hangs_defers_the_call_instead_of_hanging_the_worker(
+    make_gateway, settings, redis_that_never_answers
+):
+    settings.REDIS_URL = redis_that_never_answers
+    make_gateway()
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            llm.complete(
+                tier="small",
+                purpose="route",
+                prompt="route_ticket",
+                messages=user("x"),
+                max_tokens=20,
+            )
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=call, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    worker.join(timeout=10)
+
+    assert not worker.is_alive()
+    assert time.monotonic() - started < 10
+    assert [type(exc) for exc in outcome] == [llm.Defer]
