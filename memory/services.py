@@ -379,6 +379,22 @@ _CACHE_CANDIDATES_SQL = """
 """
 
 
+def _loggable(question: str) -> str:
+    # The lookup log is linked to no customer, so a deletion request could never reach it: a
+    # question naming a customer's details is logged only as the reasons it was withheld.
+    public = _help_center_public()
+    reasons = customer_specific_reasons(
+        question,
+        public_amounts=public.amounts,
+        public_numbers=public.numbers,
+        public_words=public.words,
+    )
+    if not reasons:
+        return question
+    kinds = dict.fromkeys(reason.split(":", 1)[0] for reason in reasons)
+    return f"[withheld: {', '.join(kinds)}]"
+
+
 def semantic_cache_lookup(
     *, question: str, prompt_version: str, threshold: float | None = None
 ) -> CachedAnswer | None:
@@ -414,7 +430,7 @@ def semantic_cache_lookup(
         reason = "hit"
         break
     SemanticCacheLookup.objects.create(
-        question=question,
+        question=_loggable(question),
         hit=chosen is not None,
         similarity=chosen[2] if chosen else best,
         entry_id=chosen[0] if chosen else None,

@@ -12,7 +12,7 @@ from django.db import transaction
 
 from memory import hot, selectors, services
 from memory.knowledge import load_directory
-from memory.models import Conversation, Message, SemanticCacheEntry
+from memory.models import Conversation, Message, SemanticCacheEntry, SemanticCacheLookup
 
 PROMPT = "faq_answer@adversarial"
 
@@ -281,3 +281,17 @@ def test_sources_that_are_not_help_center_articles_are_never_cached(helpcenter, 
         )
 
     assert SemanticCacheEntry.objects.count() == 0
+
+
+def test_the_lookup_log_never_keeps_a_customers_details(helpcenter):
+    # The log is kept for hit-rate figures and is linked to no customer, so a customer's
+    # deletion request could never reach a detail stored there.
+    services.semantic_cache_lookup(
+        question="Hi, I'm Anna Lopez: where is the refund of €58.31 for INV-2026-0042?",
+        prompt_version=PROMPT,
+    )
+    services.semantic_cache_lookup(question="How long do refunds take?", prompt_version=PROMPT)
+
+    logged = list(SemanticCacheLookup.objects.order_by("id").values_list("question", flat=True))
+    assert logged[1] == "How long do refunds take?"
+    assert [detail in logged[0] for detail in ("Anna", "Lopez", "58.31", "INV-2026")] == [False] * 4
