@@ -5,10 +5,12 @@ hot copy serving one customer's turns to another."""
 from __future__ import annotations
 
 import contextlib
+import json
+import threading
 from dataclasses import replace
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
 
 from memory import hot, selectors, services
 from memory.knowledge import load_directory
@@ -295,3 +297,59 @@ def test_the_lookup_log_never_keeps_a_customers_details(helpcenter):
     logged = list(SemanticCacheLookup.objects.order_by("id").values_list("question", flat=True))
     assert logged[1] == "How long do refunds take?"
     assert [detail in logged[0] for detail in ("Anna", "Lopez", "58.31", "INV-2026")] == [False] * 4
+
+
+@pytest.mark.parametrize("trial", range(3))
+@pytest.mark.django_db(transaction=True)
+def test_hot_copy_matches_postgres_after_writers_race_readers_that_rebuild_it(
+    customer, redis_client, settings, trial
+):
+    # Readers rebuild the copy from Postgres while writers' on-commit appends land in any
+    # order (and onto a copy that may already hold their turn): whatever interleaving, the
+    # next read must equal Postgres.
+    settings.CONVERSATION_HOT_TURNS = 12
+    conversation = services.conversation_start(customer=customer)
+    services.message_append(conversation=conversation, role="customer", content="first")
+    barrier = threading.Barrier(5)
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            barrier.wait()
+            for i in range(8):
+                services.message_append(
+                    conversation=Conversation.objects.get(pk=conversation.pk),
+                    role="customer",
+                    content=f"{name}-{i}",
+                )
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def reader() -> None:
+        try:
+            barrier.wait()
+            for _ in range(20):
+                redis_client.delete(hot.key(conversation))
+                hot.recent_turns(conversation=conversation)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=writer, args=(f"w{n}",)) for n in range(4)]
+    threads.append(threading.Thread(target=reader))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    expected = [
+        (m.seq, m.content)
+        for m in Message.objects.filter(conversation=conversation).order_by("-seq")[:12]
+    ][::-1]
+    assert errors == []
+    assert [(t.seq, t.content) for t in hot.recent_turns(conversation=conversation)] == expected
+    stored = [json.loads(x) for x in redis_client.lrange(hot.key(conversation), 0, -1)]
+    assert [(t["seq"], t["content"]) for t in stored] == expected
