@@ -247,7 +247,9 @@ LLM_CALL_TIMEOUT_SECONDS = env.floating("LLM_CALL_TIMEOUT_SECONDS", 60.0, minimu
 # --- Memory (help center, customer memory, conversation context, semantic cache) ------------------
 # The vector columns are created with EMBEDDING_DIM dimensions: a provider with another dimension
 # needs a migration, and the adapter refuses to start when they disagree.
-EMBEDDING_PROVIDER = env.string("EMBEDDING_PROVIDER", "wordllama", choices=["wordllama", "hashing"])
+EMBEDDING_PROVIDER = env.string(
+    "EMBEDDING_PROVIDER", "wordllama", choices=["wordllama", "hashing", "minilm"]
+)
 EMBEDDING_DIM = env.integer("EMBEDDING_DIM", 256, minimum=1)
 EMBEDDING_BATCH_SIZE = env.integer("EMBEDDING_BATCH_SIZE", 256, minimum=1)
 # HNSW candidate list size per query (pgvector's hnsw.ef_search). bench/vector_search.py, 100k
