@@ -246,21 +246,22 @@ LLM_CALL_TIMEOUT_SECONDS = env.floating("LLM_CALL_TIMEOUT_SECONDS", 60.0, minimu
 
 # --- Memory (help center, customer memory, conversation context, semantic cache) ------------------
 # The vector columns are created with EMBEDDING_DIM dimensions: a provider with another dimension
-# needs a migration, and the adapter refuses to start when they disagree. Default: all-MiniLM-L6-v2
-# (384-d, contextual; migration memory 0005). bench/retrieval.py, held-out recall@3: minilm 0.917
-# vector / 0.950 hybrid; wordllama (256-d, ~250x faster) 0.900 / 0.900.
+# needs a migration, and the adapter refuses to start when they disagree. "minilm"
+# (all-MiniLM-L6-v2, 384-d, numpy) is measured but not the default: held-out recall@3 0.917
+# vector / 0.950 hybrid against wordllama's 0.900 / 0.900, but ~250x slower to embed and the
+# semantic cache then needs threshold 0.91 for a hit rate of 0.37 (0.52 here). Commit cf83131
+# (reverted) switches to it, with migration memory 0005 to 384-d columns.
 EMBEDDING_PROVIDER = env.string(
-    "EMBEDDING_PROVIDER", "minilm", choices=["wordllama", "hashing", "minilm"]
+    "EMBEDDING_PROVIDER", "wordllama", choices=["wordllama", "hashing", "minilm"]
 )
-EMBEDDING_DIM = env.integer("EMBEDDING_DIM", 384, minimum=1)
+EMBEDDING_DIM = env.integer("EMBEDDING_DIM", 256, minimum=1)
 EMBEDDING_BATCH_SIZE = env.integer("EMBEDDING_BATCH_SIZE", 256, minimum=1)
 # HNSW candidate list size per query (pgvector's hnsw.ef_search). bench/vector_search.py, 100k
 # chunks: 100 gives recall@5 0.98 at p95 3 ms; 40 only 0.95.
 MEMORY_HNSW_EF_SEARCH = env.integer("MEMORY_HNSW_EF_SEARCH", 100, minimum=1)
 MEMORY_RETRIEVAL_TOP_K = env.integer("MEMORY_RETRIEVAL_TOP_K", 3, minimum=1)
 # "vector" or "hybrid" (vector + Postgres full-text search); bench/retrieval.py measures both.
-# With minilm, hybrid is better on the development set (recall@3 0.986 against 0.973).
-MEMORY_RETRIEVAL_MODE = env.string("MEMORY_RETRIEVAL_MODE", "hybrid", choices=["vector", "hybrid"])
+MEMORY_RETRIEVAL_MODE = env.string("MEMORY_RETRIEVAL_MODE", "vector", choices=["vector", "hybrid"])
 # Hot copy of the last turns of each conversation in Redis (rebuilt from Postgres when missing).
 CONVERSATION_HOT_TURNS = env.integer("CONVERSATION_HOT_TURNS", 20, minimum=1)
 CONVERSATION_HOT_TTL_SECONDS = env.integer("CONVERSATION_HOT_TTL_SECONDS", 86400, minimum=60)
@@ -273,11 +274,10 @@ CONTEXT_PASSAGES = env.integer("CONTEXT_PASSAGES", 3, minimum=0)
 CUSTOMER_MEMORY_RECENCY_WEIGHT = env.floating("CUSTOMER_MEMORY_RECENCY_WEIGHT", 0.1)
 CUSTOMER_MEMORY_HALF_LIFE_DAYS = env.floating("CUSTOMER_MEMORY_HALF_LIFE_DAYS", 30.0, minimum=0.1)
 # Semantic answer cache for FAQ answers; the threshold (cosine, with the discriminator guard) is
-# chosen by bench/semantic_cache.py: 0 false hits on 60 labelled near-misses (minilm: 0.91, hit
-# rate 0.37; it was 0.81 and 0.52 under wordllama, whose near-misses score lower).
+# chosen by bench/semantic_cache.py: 0 false hits on 60 labelled near-misses.
 SEMANTIC_CACHE_ENABLED = env.boolean("SEMANTIC_CACHE_ENABLED", True)
 SEMANTIC_CACHE_TTL_SECONDS = env.integer("SEMANTIC_CACHE_TTL_SECONDS", 86400, minimum=1)
-SEMANTIC_CACHE_THRESHOLD = env.floating("SEMANTIC_CACHE_THRESHOLD", 0.91)
+SEMANTIC_CACHE_THRESHOLD = env.floating("SEMANTIC_CACHE_THRESHOLD", 0.81)
 
 # --- Observability --------------------------------------------------------------------------------
 LOG_LEVEL = env.string("LOG_LEVEL", "INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])

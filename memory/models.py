@@ -1,8 +1,8 @@
 """Memory's tables: the help center (articles, chunks, version), the embedding cache, the
 semantic answer cache and its lookup log, customer memory, conversations and messages.
 
-Vector columns have EMBEDDING_DIM (384: all-MiniLM-L6-v2, since migration 0005) dimensions and
-cosine HNSW indexes; vectors are stored unit-length, so cosine similarity = 1 - cosine distance.
+Vector columns have EMBEDDING_DIM (256) dimensions and cosine HNSW indexes; vectors are stored
+unit-length, so cosine similarity = 1 - cosine distance.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from pgvector.django import HnswIndex, VectorField
 
-EMBEDDING_DIM = 384  # must equal settings.EMBEDDING_DIM; the adapter checks the provider
+EMBEDDING_DIM = 256  # must equal settings.EMBEDDING_DIM; the adapter checks the provider
 
 
 class EmbeddingCacheEntry(models.Model):
