@@ -12,7 +12,9 @@ COPY pyproject.toml ./
 # help-center articles and templates live beside the code).
 RUN pip install --upgrade pip \
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
-    && pip install -r requirements.txt
+    && pip install -r requirements.txt \
+    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['ledgerly']['no-deps-dependencies']))" > no-deps.txt \
+    && pip install --no-deps -r no-deps.txt
 
 FROM python:3.11-slim-bookworm AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

