@@ -1,15 +1,15 @@
 """The MiniLM provider (all-MiniLM-L6-v2 in numpy, EMBEDDING_PROVIDER=minilm, 384-d).
 
-Checked once against the reference in a scratch venv outside the project (torch 2.13.0+cpu,
-sentence-transformers 6.2.0, same bundled model dir; torch is never a project dependency): on
-218 texts (the 206 benchmark questions, an empty string, a 600-token text, accents) the numpy
-vectors differ by at most 2.4e-7 per element (min cosine 0.9999999) and pairwise similarities by
-at most 7.2e-7. Here the encoder is held to the properties that matter to callers.
+data/minilm_reference.json holds the vectors sentence-transformers 6.2.0 on torch 2.13.0+cpu
+computes from the same bundled model (made by data/make_minilm_reference.py in a scratch venv;
+torch is never a project dependency); the numpy forward pass must reproduce them.
 """
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +20,17 @@ from memory.minilm import MiniLMEncoder
 @pytest.fixture(scope="module")
 def encoder() -> MiniLMEncoder:
     return MiniLMEncoder()
+
+
+def test_reproduces_the_sentence_transformers_reference(encoder):
+    reference = json.loads((Path(__file__).parent / "data" / "minilm_reference.json").read_text())
+    expected = np.array(reference["vectors"], dtype=np.float32)
+
+    got = encoder.encode(reference["texts"])
+
+    assert got.shape == expected.shape == (len(reference["texts"]), 384)
+    assert np.abs(got - expected).max() < 1e-5
+    assert (got * expected).sum(axis=1).min() > 0.99999
 
 
 def test_unit_vectors_of_384_and_independent_of_the_batch(encoder):
