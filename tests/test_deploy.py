@@ -20,7 +20,12 @@ def _compose_config(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "POSTGRES_"))}
     return subprocess.run(
         ["docker-compose", "-f", "docker-compose.yml", "config", *args],
-        cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -87,3 +92,14 @@ def test_no_secret_is_baked_into_the_image():
     assert env_blocks
     assert not [b for b in env_blocks if re.search(r"SECRET|API_KEY|PASSWORD|DSN", b)]
     assert ".env" in (ROOT / ".dockerignore").read_text().split()
+
+
+def test_the_image_runs_the_app_from_its_source_tree():
+    # Installing the project into site-packages would make `celery -A ledgerly` import a copy
+    # whose BASE_DIR has no prompts, help-center articles or templates beside it.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    installs = re.findall(r"pip install[^\n&]*", dockerfile)
+    assert installs
+    assert not [i for i in installs if re.search(r"\s(-e\s+)?\.(\[|\s|$)", i + " ")]
+    assert "PYTHONPATH=/app" in dockerfile
+    assert re.search(r"^WORKDIR /app$", dockerfile, flags=re.MULTILINE)
