@@ -23,7 +23,11 @@ import time
 
 from memory_harness import DATA, setup_django
 
-SETS = {"dev": "retrieval_questions.jsonl", "heldout": "retrieval_questions_heldout.jsonl"}
+SETS = {
+    "dev": "retrieval_questions.jsonl",
+    "heldout": "retrieval_questions_heldout.jsonl",
+    "fresh": "retrieval_questions_fresh.jsonl",
+}
 
 
 def _words(text: str) -> str:
@@ -89,6 +93,15 @@ def main() -> None:
                 if name == "heldout"
                 else {f"{name}_recall_at_1": r1, f"{name}_recall_at_3": r3}
             )
+        timings = []
+        for row in rows:
+            t0 = time.perf_counter()
+            selectors.passages_search(query=row["question"], k=3, mode=mode)
+            timings.append((time.perf_counter() - t0) * 1000)
+        timings.sort()
+        p50 = round(timings[len(timings) // 2], 2)
+        results[mode]["search_p50_ms"] = p50
+        print(f"{mode:7s} search p50 {p50:.2f} ms (query embedding included)")
         print(f"{mode:7s} {elapsed:.1f} ms/query (embedding excluded)")
     chosen = settings.MEMORY_RETRIEVAL_MODE
     print(f"MEMORY_RETRIEVAL_MODE={chosen}")
