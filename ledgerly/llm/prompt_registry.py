@@ -1,4 +1,9 @@
-"""Versioned prompt files: `ledgerly/llm/prompts/<name>.md`.
+"""Versioned prompt files, kept with the app that uses them: `<app>/prompts/<name>.md`.
+
+Like templates with APP_DIRS, every installed Django app may have a `prompts/` directory (the
+gateway's own summary prompt is in `ledgerly/llm/prompts/`, the support lanes' in
+`support/prompts/`). The directories are found through the app registry, so this module never
+imports the apps that use it. A prompt name must be unique across all of them.
 
 Each file starts with front matter naming it and its version:
 
@@ -8,10 +13,10 @@ Each file starts with front matter naming it and its version:
     ---
     The system prompt text...
 
-The content hash (sha256 of the text) is computed, and `prompts/LOCK.json` records the hash of
-each name@version: changing a prompt's text means bumping its version and re-locking
-(`python -m ledgerly.llm.prompt_registry --lock`); the test suite fails otherwise, and at run
-time a locked version whose text has changed is refused.
+The content hash (sha256 of the text) is computed, and each directory's own `LOCK.json` records
+the hash of each of its name@version: changing a prompt's text means bumping its version and
+re-locking (`python -m ledgerly.llm.prompt_registry --lock`, which relocks every directory); the
+test suite fails otherwise, and at run time a locked version whose text has changed is refused.
 """
 
 from __future__ import annotations
@@ -24,13 +29,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
-LOCK_FILE = PROMPTS_DIR / "LOCK.json"
+PROMPTS_DIRNAME = "prompts"
+LOCK_NAME = "LOCK.json"
 _FRONT = re.compile(r"\A---\n(?P<meta>.*?)\n---\n(?P<body>.*)\Z", re.DOTALL)
 
 
 class PromptError(LookupError):
-    """A prompt file is missing or malformed."""
+    """A prompt file is missing, malformed, ambiguous or differs from its locked text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,7 @@ class Prompt:
     version: int
     text: str
     sha256: str
+    path: Path | None = None  # the file it was read from
 
     @property
     def ref(self) -> str:
@@ -65,7 +71,31 @@ def parse(path: Path) -> Prompt:
         version=int(version),
         text=text,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
+        path=path,
     )
+
+
+def prompt_dirs() -> list[Path]:
+    """The `prompts/` directory of every installed app that has one, in INSTALLED_APPS order."""
+    from django.apps import apps
+
+    found = (Path(cfg.path) / PROMPTS_DIRNAME for cfg in apps.get_app_configs())
+    return [d for d in found if d.is_dir()]
+
+
+def _files() -> dict[str, Path]:
+    """Every prompt name and its file; a name found in two directories is refused (which one a
+    call used would depend on the order of INSTALLED_APPS)."""
+    files: dict[str, Path] = {}
+    for directory in prompt_dirs():
+        for path in sorted(directory.glob("*.md")):
+            other = files.setdefault(path.stem, path)
+            if other != path:
+                raise PromptError(
+                    f"prompt {path.stem!r} is defined twice: {other} and {path}; "
+                    "names must be unique across apps"
+                )
+    return files
 
 
 @functools.cache
@@ -73,11 +103,11 @@ def get(name: str) -> Prompt:
     """The prompt named `name` (read once per process)."""
     if not re.fullmatch(r"[a-z0-9_]+", name):
         raise PromptError(f"bad prompt name {name!r}")
-    path = PROMPTS_DIR / f"{name}.md"
-    if not path.is_file():
-        raise PromptError(f"no prompt file {path}")
+    path = _files().get(name)
+    if path is None:
+        raise PromptError(f"no prompt file {name}.md in any app's prompts/ directory")
     prompt = parse(path)
-    locked = read_lock().get(prompt.ref)
+    locked = read_lock(path.parent).get(prompt.ref)
     if locked is not None and locked != prompt.sha256:
         # Calls are recorded (and answers cached) by name@version: other text under a locked
         # version would be passed off as the reviewed one.
@@ -89,26 +119,51 @@ def get(name: str) -> Prompt:
 
 
 def all_prompts() -> list[Prompt]:
-    return [parse(path) for path in sorted(PROMPTS_DIR.glob("*.md"))]
+    """Every prompt of every app, by name."""
+    return [parse(path) for _name, path in sorted(_files().items())]
 
 
-def read_lock() -> dict[str, str]:
-    return dict(json.loads(LOCK_FILE.read_text())) if LOCK_FILE.exists() else {}
+def read_lock(directory: Path | None = None) -> dict[str, str]:
+    """The lock of one prompts directory; without one, the union of every directory's lock."""
+    if directory is None:
+        merged: dict[str, str] = {}
+        for each in prompt_dirs():
+            merged.update(read_lock(each))
+        return merged
+    lock_file = directory / LOCK_NAME
+    return dict(json.loads(lock_file.read_text())) if lock_file.exists() else {}
 
 
 def write_lock() -> None:
-    """Lock every prompt file's name@version to its hash; a version already locked to other
-    text is refused (a changed prompt is a new version)."""
-    lock = read_lock()
+    """Lock every prompt file's name@version to its hash, in its own directory's LOCK.json; a
+    version already locked to other text is refused (a changed prompt is a new version), and
+    nothing is written then."""
+    _files()  # refuse duplicate names before writing anything
+    locks: dict[Path, dict[str, str]] = {}
+    for directory in prompt_dirs():
+        lock = read_lock(directory)
+        for path in sorted(directory.glob("*.md")):
+            prompt = parse(path)
+            if lock.get(prompt.ref, prompt.sha256) != prompt.sha256:
+                raise PromptError(f"{prompt.ref} differs from its locked text: bump its version")
+            lock[prompt.ref] = prompt.sha256
+        locks[directory] = lock
+    for directory, lock in locks.items():
+        (directory / LOCK_NAME).write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+
+
+def main(argv: list[str]) -> None:
+    import os
+
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ledgerly.settings")
+    django.setup()
+    if argv == ["--lock"]:
+        write_lock()
     for prompt in all_prompts():
-        if lock.get(prompt.ref, prompt.sha256) != prompt.sha256:
-            raise PromptError(f"{prompt.ref} differs from its locked text: bump its version")
-        lock[prompt.ref] = prompt.sha256
-    LOCK_FILE.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n")
+        print(f"{prompt.ref} {prompt.sha256[:12]} {prompt.path}")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--lock"]:
-        write_lock()
-    for prompt in all_prompts():
-        print(f"{prompt.ref} {prompt.sha256[:12]}")
+    main(sys.argv[1:])
