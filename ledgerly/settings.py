@@ -176,7 +176,24 @@ if PRODUCTION and DEMO_SIGNIN_ENABLED:
 
 # --- Model gateway (ledgerly/llm) -----------------------------------------------------------------
 ANTHROPIC_API_KEY = env.optional_string("ANTHROPIC_API_KEY")
-# Without a key, the in-process simulator answers; this points the gateway at a simulator served
+# Who answers model calls: "anthropic" (Claude; needs the key) or "simulator" (the offline
+# simulator, not Claude). Unset (None), the key decides: with one Claude answers, without one the
+# simulator does, except in production, where a missing key must not quietly put the simulator in
+# front of customers: there the choice has to be stated (ledgerly/llm/conf.py resolves it).
+LLM_BACKEND: str | None = None
+if env.optional_string("LLM_BACKEND") is not None:
+    LLM_BACKEND = env.string("LLM_BACKEND", choices=["anthropic", "simulator"])
+elif PRODUCTION and not ANTHROPIC_API_KEY:
+    raise ImproperlyConfigured(
+        'Environment variable "LLM_BACKEND" must be set in production when "ANTHROPIC_API_KEY" '
+        'is not: "anthropic" (and set the key) or "simulator" (the offline simulator answers, '
+        "not Claude)."
+    )
+if LLM_BACKEND == "anthropic" and not ANTHROPIC_API_KEY:
+    raise ImproperlyConfigured(
+        'Environment variable "ANTHROPIC_API_KEY" is required when "LLM_BACKEND" is "anthropic".'
+    )
+# With the simulator backend, the in-process one answers; this points the gateway at one served
 # over HTTP instead (`python -m ledgerly.llm.simulator --port 8090` -> http://127.0.0.1:8090).
 LLM_SIMULATOR_URL = env.optional_string("LLM_SIMULATOR_URL")
 # Calling code names a tier, never a model; these pin the exact ids (recorded on every call).

@@ -1,4 +1,4 @@
-"""Builds the `anthropic` SDK client: real Claude with an API key, the simulator without one.
+"""Builds the `anthropic` SDK client: real Claude or the simulator, as LLM_BACKEND says.
 
 Either way the SDK's own retry, timeout and parsing code runs, under the gateway's wrapper
 transport (ledgerly/llm/transport.py).
@@ -20,7 +20,7 @@ SIMULATOR_API_KEY = "sk-sim-offline-ledgerly"  # the simulator checks a key is p
 
 def inner_transport(config: GatewayConfig) -> tuple[httpx2.BaseTransport, bool]:
     """The transport that really answers, and whether it is the simulator."""
-    if config.api_key:
+    if config.backend == "anthropic":
         return httpx2.HTTPTransport(limits=anthropic.DEFAULT_CONNECTION_LIMITS), False
     if config.simulator_url:
         return httpx2.HTTPTransport(limits=anthropic.DEFAULT_CONNECTION_LIMITS), True
@@ -38,15 +38,15 @@ def build_client(
     """An SDK client whose requests pass through GatewayTransport; returns (client, simulated).
 
     `inner` replaces the answering transport (tests and the benchmark pass a SimulatorTransport
-    they control); with neither `inner` nor ANTHROPIC_API_KEY the simulator answers.
+    they control); without `inner`, LLM_BACKEND decides (ledgerly/llm/conf.py).
     """
-    simulated = inner is not None or not config.api_key
+    simulated = inner is not None or config.backend != "anthropic"
     if inner is None:
         inner, simulated = inner_transport(config)
     if simulated:
         log.warning(
             "llm.simulator_answering",
-            detail="No ANTHROPIC_API_KEY: the offline simulator, not Claude, answers model calls.",
+            detail="LLM_BACKEND=simulator: the offline simulator, not Claude, answers model calls.",
         )
     transport = GatewayTransport(
         inner, retry_after_cap=config.retry_after_cap_seconds, on_rate_headers=on_rate_headers

@@ -69,6 +69,7 @@ class GatewayConfig:
     call_timeout_seconds: float
     api_key: str | None
     simulator_url: str | None = None
+    backend: str = "simulator"  # "anthropic" or "simulator": who answers model calls
 
     def price(self, model: str) -> ModelPrice:
         return self.prices[model]
@@ -150,7 +151,19 @@ def build_config() -> GatewayConfig:
         call_timeout_seconds=settings.LLM_CALL_TIMEOUT_SECONDS,
         api_key=settings.ANTHROPIC_API_KEY,
         simulator_url=settings.LLM_SIMULATOR_URL,
+        backend=_backend(),
     )
+
+
+def _backend() -> str:
+    """LLM_BACKEND, or when unset the key's presence (settings refuse "unset, no key" in
+    production)."""
+    backend = settings.LLM_BACKEND or ("anthropic" if settings.ANTHROPIC_API_KEY else "simulator")
+    if backend not in ("anthropic", "simulator"):
+        raise ImproperlyConfigured(f"LLM_BACKEND must be anthropic or simulator, got {backend!r}.")
+    if backend == "anthropic" and not settings.ANTHROPIC_API_KEY:
+        raise ImproperlyConfigured('LLM_BACKEND is "anthropic" but ANTHROPIC_API_KEY is not set.')
+    return backend
 
 
 @functools.cache

@@ -846,7 +846,7 @@ def backend_description() -> dict[str, object]:
     """What answers model calls, for the UI and health pages: says plainly when it is the
     simulator."""
     cfg = config()
-    simulated = not cfg.api_key
+    simulated = cfg.backend != "anthropic"
     return {
         "backend": "simulator" if simulated else "anthropic",
         "simulated": simulated,
