@@ -33,7 +33,9 @@ def configure_logging(*, level: str, fmt: str) -> None:
                         structlog.processors.format_exc_info,
                         renderer,
                     ],
-                    "foreign_pre_chain": shared,
+                    # The standard library's `extra={...}` fields (billing logs with them)
+                    # are attributes of the LogRecord: without ExtraAdder they are dropped.
+                    "foreign_pre_chain": [*shared, structlog.stdlib.ExtraAdder()],
                 }
             },
             "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},

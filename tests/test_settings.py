@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -129,3 +130,31 @@ def test_docker_compose_states_the_backend_and_needs_a_key_for_claude():
     # Unset in .env: Claude, so a forgotten key stops start-up instead of serving the simulator.
     assert env["LLM_BACKEND"] == "${LLM_BACKEND:-anthropic}"
     assert env["LEDGERLY_ENV"] == "production"
+
+
+def test_json_logs_keep_the_extra_fields_of_standard_library_records():
+    # billing logs with logger.info(..., extra={...}); those fields must reach the JSON line.
+    code = (
+        "import logging; logging.getLogger('billing.services').warning("
+        "'refund issued', extra={'refund_id': 7, 'amount': '12.00', 'currency': 'EUR'})"
+    )
+    env = {**os.environ, "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if "refund issued" in line]
+    assert len(lines) == 1
+    assert {k: lines[0][k] for k in ("event", "refund_id", "amount", "currency", "logger")} == {
+        "event": "refund issued",
+        "refund_id": 7,
+        "amount": "12.00",
+        "currency": "EUR",
+        "logger": "billing.services",
+    }
