@@ -1,13 +1,24 @@
 """The simulated model: a competent Ledgerly support model, or a compromised one.
 
-Deterministic: the same request gives the same content. Every decision is derived from the
-request (system prompt, conversation, documents, tool definitions, earlier tool results);
-nothing is looked up elsewhere.
+Deterministic: the same request (and seed) gives the same content. Every decision is derived
+from the request (system prompt, conversation, documents, tool definitions, earlier tool
+results); nothing is looked up elsewhere. With a non-zero seed (`LLM_SIMULATOR_SEED`, or per
+request `x-sim-seed: N`) the competent model samples like a real one, deterministically per
+(seed, request): other wordings of its own prose (never of the facts in it), another order of
+independent lookups or two of them in one turn, and a confidence within ±0.1 (variation.py).
+Seed 0 gives the historic output.
 
 Competent mode, in order of precedence:
 - tools (not `tool_choice: none`) → the next agent step: read-only lookups first, then
   `propose_refund` with ids/amounts from tool results, or `escalate_to_human` on a dispute,
-  ambiguity or tool error, then a final text answer (as JSON when a format is also given);
+  ambiguity or tool error, then a final text answer (as JSON when a format is also given).
+  Tools are recognised by name verbs (get_/list_/search_/recall_... read; "refund"; "escalat"/
+  "human") and filled by their schemas' property names (a `charge`/`ref` id, an `amount` in the
+  ledger's own form, `currency`, `reason`, `confidence`, `uncertainty`); results by their keys
+  (`id`/`ref` + `amount`, `invoice`, `status`, `disputed`, `refunded_amount`; help-center hits
+  with `slug` + `content`/`text`, answered from and cited as `[slug]`). A refund result says
+  whether it was approved (`status: approved`, `auto_approved`) or awaits review
+  (`requires_approval`, `status: proposed`), and the final answer says exactly that;
 - `output_config.format` json_schema → one text block of JSON filling every property
   (classification enums by keyword heuristics; see schema_fill.py);
 - `<documents>` given → an answer from those passages only, citing `[slug]`, or a plain
@@ -36,6 +47,7 @@ from .context import (
     EMAIL,
     INVOICE_ID,
     Context,
+    Document,
     ToolCall,
     money_values,
     walk,
@@ -43,6 +55,7 @@ from .context import (
 from .language import Signals, covers, key_terms, sentences, terms
 from .schema_fill import Answers, SchemaFiller
 from .thinking import sign
+from .variation import PHRASES, Variation
 
 
 @dataclass
@@ -60,8 +73,12 @@ class Step:
     text: str = ""
 
 
-def respond(body: dict[str, Any], *, adversarial: bool, malformed_tool_input: bool) -> Reply:
-    ctx = Context.of(body)
+def respond(
+    body: dict[str, Any], *, adversarial: bool, malformed_tool_input: bool, seed: int = 0
+) -> Reply:
+    # The compromised model stays fixed: its tests pin what it obeys, word for word.
+    voice = Variation.none() if adversarial else Variation.of(seed=seed, body=body)
+    ctx = Context.of(body, voice=voice)
     tools = [t for t in body.get("tools") or [] if t.get("type") in (None, "custom")]
     choice = body.get("tool_choice") or {"type": "auto"}
     if choice.get("type") == "none":
@@ -175,21 +192,22 @@ def _malformed(step: Step, tools: list[dict[str, Any]]) -> Step:
 
 
 # --------------------------------------------------------------------------------- FAQ lane
-NOT_FOUND = (
-    "I'm sorry, I couldn't find the answer to that in our help center, and I don't want to "
-    "guess. Would you like me to bring in a person from our support team to help?"
-)
+NOT_FOUND = PHRASES["not_found"][0]
 
 
-def answer_from_documents(ctx: Context) -> tuple[str, list[str], bool]:
-    """(answer, cited slugs, found) from the given passages only."""
+def answer_from_documents(
+    ctx: Context, documents: list[Document] | None = None
+) -> tuple[str, list[str], bool]:
+    """(answer, cited slugs, found) from the given passages only (default: the prompt's)."""
+    docs = ctx.documents if documents is None else documents
+    voice = ctx.voice
     question = ctx.last_user_text
     wanted = key_terms(question)
-    if not wanted or not ctx.documents:
-        return NOT_FOUND, [], False
+    if not wanted or not docs:
+        return voice.say("not_found"), [], False
     scored: list[tuple[float, int, int, str, str]] = []
     best_doc_coverage = 0.0
-    for d, doc in enumerate(ctx.documents):
+    for d, doc in enumerate(docs):
         doc_text = f"{doc.title}\n{doc.content}"
         doc_terms = terms(doc_text)
         doc_lower = doc_text.lower()
@@ -203,7 +221,7 @@ def answer_from_documents(ctx: Context) -> tuple[str, list[str], bool]:
                 score = len(hits) / len(wanted) + 0.05 * bool(re.search(r"\d", sentence))
                 scored.append((score, -d, -s, doc.source, sentence))
     if best_doc_coverage < 0.5 or not scored:
-        return NOT_FOUND, [], False
+        return voice.say("not_found"), [], False
     scored.sort(reverse=True)
     picked = scored[:3]
     top = picked[0][0]
@@ -218,7 +236,8 @@ def answer_from_documents(ctx: Context) -> tuple[str, list[str], bool]:
         parts.append(f"{sentence} [{source}]" if source else sentence)
         if source and source not in sources:
             sources.append(source)
-    return " ".join(parts), sources, True
+    # Each quoted sentence carries its own citation, so their order is free to vary.
+    return voice.opener("faq_lead", "faq_lead") + voice.sentences("faq", parts), sources, True
 
 
 # --------------------------------------------------------------------------------- summaries
@@ -251,22 +270,16 @@ def summarise(ctx: Context) -> str:
 # --------------------------------------------------------------------------------- plain reply
 def plain_reply(ctx: Context) -> str:
     signals = Signals.of(ctx.customer_text)
+    voice = ctx.voice
     if not ctx.customer_text.strip():
-        return "Hello! How can I help with your Ledgerly billing today?"
+        return voice.say("greeting")
     if signals.lane == "refund":
-        return (
-            "I'm sorry about that charge. I can look into a refund for you: please tell me the "
-            "email address on your account and, if you have it, the invoice number."
-        )
-    if signals.lane == "faq":
-        return (
-            "I don't have help-center passages about that in front of me, so I don't want to "
-            "guess. I can bring in a person from our support team to answer it."
-        )
-    return (
-        "Thanks for the details. This needs a closer look at your account, so I'll pass it to "
-        "a person from our support team, who will follow up with you here."
-    )
+        key = "ask_details"
+    elif signals.lane == "faq":
+        key = "faq_no_passages"
+    else:
+        key = "pass_on"
+    return voice.opener("reply-opener") + voice.say(key)
 
 
 # --------------------------------------------------------------------------------- tools
@@ -283,6 +296,11 @@ LOOKUP_PREFIXES = (
     "check_",
     "show_",
     "query_",
+    "recall_",
+    "view_",
+    "load_",
+    "describe_",
+    "inspect_",
 )
 
 
@@ -303,12 +321,34 @@ def _escalation_tool(tools: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def _lookup_priority(name: str) -> int:
     low = name.lower()
+    if "memor" in low:
+        return 45  # what was remembered about the customer: useful, never what a step needs
     for rank, word in enumerate(
         ("customer", "account", "charge", "payment", "subscription", "invoice", "refund", "polic")
     ):
         if word in low:
             return rank
     return 50
+
+
+# What a lookup's result can supply, by what the tool is named after: a tool whose input has an
+# unfilled property naming one of these waits for that lookup (list_charges(customer_id) waits
+# for get_customer); lookups that wait for nothing are independent and may go in any order.
+SUBJECTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("customer", ("customer", "account")),
+    ("account", ("customer", "account")),
+    ("invoice", ("invoice",)),
+    ("charge", ("charge", "payment")),
+    ("payment", ("charge", "payment")),
+    ("subscription", ("subscription", "plan")),
+)
+
+
+def _supplies(name: str) -> tuple[str, ...]:
+    low = name.lower()
+    if "memor" in low:
+        return ()
+    return next((words for word, words in SUBJECTS if word in low), ())
 
 
 def _topic_relevant(name: str, ctx: Context) -> bool:
@@ -323,6 +363,17 @@ def _topic_relevant(name: str, ctx: Context) -> bool:
     return True
 
 
+def _is_doubt(prop: str) -> bool:
+    """A property for the model's own doubts (`uncertainty`, `caveats`, `assumptions`)."""
+    low = prop.lower()
+    return any(k in low for k in ("uncertain", "doubt", "caveat", "assumption", "unsure"))
+
+
+def _is_confidence(prop: str) -> bool:
+    low = prop.lower()
+    return not _is_doubt(prop) and ("confidence" in low or "certainty" in low)
+
+
 @dataclass
 class Charge:
     id: str
@@ -335,19 +386,63 @@ class Charge:
                 return str(value)
         return ""
 
+    @property
+    def currency(self) -> str:
+        for key, value in self.data.items():
+            if "currency" in key.lower() and isinstance(value, str):
+                return value
+        return ""
+
+    @property
+    def _refunded_key(self) -> str:
+        """The key of the amount already refunded (`refunded_amount`, `amount_refunded`)."""
+        return next(
+            (
+                k
+                for k in self.data
+                if "refunded" in k.lower()
+                and ("amount" in k.lower() or "cent" in k.lower())
+                and _decimal(self.data[k]) is not None
+            ),
+            "",
+        )
+
+    def _remaining(self) -> Any:
+        """The charge's amount less what was refunded, written like the amount ("9.00")."""
+        key = self.amount_key
+        total = _decimal(self.data.get(key))
+        refunded = _decimal(self.data.get(self._refunded_key))
+        if total is None or refunded is None:
+            return None
+        if "cent" in self._refunded_key.lower() and "cent" not in key.lower():
+            refunded = refunded / 100
+        elif "cent" in key.lower() and "cent" not in self._refunded_key.lower():
+            refunded = refunded * 100
+        left = total - refunded
+        exponent = total.as_tuple().exponent
+        if isinstance(exponent, int):
+            left = left.quantize(Decimal(1).scaleb(exponent))  # "19.00" - "10.00" -> "9.00"
+        original = self.data[key]
+        if isinstance(original, int) and not isinstance(original, bool):
+            return int(left)
+        if isinstance(original, float):
+            return float(left)
+        return str(left)
+
     def amount_for(self, prop: str) -> Any:
         keys = list(self.data)
         prefer = [k for k in keys if "refundable" in k.lower() or "remaining" in k.lower()]
+        if not prefer and self._refunded_key and _decimal(self.data[self._refunded_key]):
+            # Only what is left of the charge can be refunded (partial refunds happen).
+            remaining = self._remaining()
+            if remaining is not None:
+                return _convert_cents(remaining, self.amount_key, prop)
         prefer += [k for k in keys if k == prop]
         prefer += [k for k in keys if "amount" in k.lower() and "refunded" not in k.lower()]
         for key in prefer:
             value = self.data[key]
             if isinstance(value, int | float | str) and not isinstance(value, bool):
-                if "cent" in prop.lower() and "cent" not in key.lower():
-                    return _to_cents(value)
-                if "cent" in key.lower() and "cent" not in prop.lower():
-                    return _from_cents(value)
-                return value
+                return _convert_cents(value, key, prop)
         return None
 
     @property
@@ -356,6 +451,12 @@ class Charge:
         return next((k for k in keys if k.lower() in ("amount", "amount_cents")), "") or next(
             iter(keys), ""
         )
+
+    @property
+    def amount_text(self) -> str:
+        """The amount as the ledger writes it, with its currency when known ("49.00 USD")."""
+        amount = self.data.get(self.amount_key, "?")
+        return f"{amount} {self.currency}".strip()
 
     @property
     def when(self) -> str:
@@ -394,7 +495,10 @@ class Charge:
     @property
     def refunded_fully(self) -> bool:
         status = str(self.data.get("status", "")).lower()
-        return status in ("refunded", "fully_refunded")
+        if status in ("refunded", "fully_refunded"):
+            return True
+        remaining = _decimal(self._remaining()) if self._refunded_key else None
+        return remaining is not None and remaining <= 0
 
     @property
     def not_refundable(self) -> str | None:
@@ -410,6 +514,8 @@ class Charge:
 
 
 def _decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, bool):
+        return None
     try:
         return Decimal(str(value))
     except (InvalidOperation, ValueError):
@@ -426,6 +532,14 @@ def _from_cents(value: Any) -> Any:
     return str((number / 100).quantize(Decimal("0.01"))) if number is not None else value
 
 
+def _convert_cents(value: Any, key: str, prop: str) -> Any:
+    if "cent" in prop.lower() and "cent" not in key.lower():
+        return _to_cents(value)
+    if "cent" in key.lower() and "cent" not in prop.lower():
+        return _from_cents(value)
+    return value
+
+
 def charges_in(ctx: Context) -> list[Charge]:
     found: dict[str, Charge] = {}
     for d in ctx.result_dicts:
@@ -437,6 +551,59 @@ def charges_in(ctx: Context) -> list[Charge]:
     return list(found.values())
 
 
+PASSAGE_TEXT = ("content", "text", "snippet", "excerpt", "passage", "chunk", "body")
+PASSAGE_SOURCE = ("slug", "source", "article_slug", "article", "doc_id", "url")
+
+
+def passages_in(ctx: Context) -> list[Document]:
+    """Help-center hits in tool results: dicts with a slug-like key and a text-like key."""
+    docs: list[Document] = []
+    for d in ctx.result_dicts:
+        source = next((d[k] for k in PASSAGE_SOURCE if isinstance(d.get(k), str)), None)
+        text = next((d[k] for k in PASSAGE_TEXT if isinstance(d.get(k), str)), None)
+        if source and text:
+            docs.append(Document(source, str(d.get("title") or ""), text))
+    return docs
+
+
+@dataclass(frozen=True)
+class Target:
+    """The charge to refund, why it is that one, and how sure the choice is."""
+
+    charge: Charge | None
+    why: str
+    confidence: float
+    doubt: str
+
+
+REFUND_APPROVED = ("approved", "issued", "refunded", "succeeded", "completed", "processed")
+REFUND_DECLINED = ("rejected", "denied", "declined", "refused", "failed", "canceled", "cancelled")
+
+
+def refund_state(data: Any) -> tuple[str, str]:
+    """(approved | auto_approved | declined | pending, status) from a refund tool's result.
+
+    Only an explicit approval counts: `proposed`, `pending_approval`, `requires_approval: true`
+    and anything unknown mean the request waits for a person.
+    """
+    status = ""
+    flags: dict[str, bool] = {}
+    for d in walk(data):
+        if not status and isinstance(d.get("status"), str):
+            status = d["status"]
+        for key, value in d.items():
+            if isinstance(value, bool):
+                flags.setdefault(key.lower(), value)
+    low = status.lower()
+    if flags.get("auto_approved") or low in ("auto_approved", "approved_automatically"):
+        return "auto_approved", status
+    if low in REFUND_DECLINED:
+        return "declined", status
+    if low in REFUND_APPROVED or (flags.get("approved") and not flags.get("requires_approval")):
+        return "approved", status
+    return "pending", status
+
+
 class Agent:
     """One step of a competent agent loop."""
 
@@ -444,8 +611,17 @@ class Agent:
         self.ctx = ctx
         self.tools = tools
         self.signals = Signals.of(ctx.customer_text)
+        self.voice = ctx.voice
 
     def step(self) -> Step:
+        step = self._step()
+        if step.calls or not step.text:
+            return step
+        # A final answer after tool calls may open with a connective ("Thanks for waiting.").
+        opener = self.voice.opener("final-opener", "resume") if self.ctx.calls else ""
+        return Step(step.narration, [], opener + step.text)
+
+    def _step(self) -> Step:
         ctx = self.ctx
         escalate = _escalation_tool(self.tools)
         refunds = [c for c in ctx.calls if tool_kind(c.name) == "refund"]
@@ -459,12 +635,17 @@ class Agent:
                     escalate,
                     f"Refund proposed; the customer also raised {', '.join(other)}, which needs "
                     "a person.",
+                    doubt="The refund is proposed; the other issue is not looked at yet.",
                 )
             return self._final_refund(refunds[-1])
         errors = [r for r in ctx.results if r.is_error]
         if errors:
             reason = f"A lookup failed ({errors[-1].name}: {errors[-1].text[:160]})."
-            return self._escalate(escalate, reason)
+            return self._escalate(
+                escalate,
+                reason,
+                doubt="High: a lookup failed, so the account's records are incomplete.",
+            )
         lookup = self._next_lookup()
         if lookup is not None:
             return lookup
@@ -486,17 +667,47 @@ class Agent:
             (t for t in self.tools if tool_kind(t["name"]) == "lookup"),
             key=lambda t: _lookup_priority(t["name"]),
         )
+        ready: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for tool in lookups:
             if not _topic_relevant(tool["name"], self.ctx):
-                continue
-            args = self._lookup_args(tool)
-            if args is None:
                 continue
             # Each lookup once: its answer does not change within a conversation.
             if any(c.name == tool["name"] for c in self.ctx.calls):
                 continue
-            return Step(_narrate_lookup(tool["name"]), [(tool["name"], args)])
-        return None
+            args = self._lookup_args(tool)
+            if args is not None:
+                ready.append((tool, args))
+        if not ready:
+            return None
+        chosen = ready[:1]
+        if self.voice.active:
+            # A sampled model takes independent lookups in any order, sometimes two at once.
+            free = [r for r in ready if not self._waits(r, ready)] or ready[:1]
+            order = self.voice.shuffled("lookup-order", free)
+            batch = len(order) > 1 and self.voice.chance("lookup-batch", 0.5)
+            chosen = order[: 2 if batch else 1]
+        narration = " ".join(
+            _narrate_lookup(tool["name"], self.voice, n) for n, (tool, _) in enumerate(chosen)
+        )
+        return Step(narration, [(tool["name"], args) for tool, args in chosen])
+
+    @staticmethod
+    def _waits(
+        lookup: tuple[dict[str, Any], dict[str, Any]],
+        ready: list[tuple[dict[str, Any], dict[str, Any]]],
+    ) -> bool:
+        """Whether an unfilled input of `lookup` is what another ready lookup would supply."""
+        tool, args = lookup
+        unfilled = [
+            p.lower()
+            for p in (tool.get("input_schema") or {}).get("properties") or {}
+            if p not in args
+        ]
+        return any(
+            any(word in p for p in unfilled for word in _supplies(other["name"]))
+            for other, _ in ready
+            if other is not tool
+        )
 
     def _lookup_args(self, tool: dict[str, Any]) -> dict[str, Any] | None:
         schema = tool.get("input_schema") or {}
@@ -550,61 +761,74 @@ class Agent:
     # -- decisions after the lookups
     def _decide(self) -> Step:
         ctx = self.ctx
+        voice = self.voice
         escalate = _escalation_tool(self.tools)
         refund_tool = next((t for t in self.tools if tool_kind(t["name"]) == "refund"), None)
         charges = charges_in(ctx)
         mentioned = [c for c in charges if c.id in ctx.customer_text]
-        if self.signals.dispute or any(c.disputed for c in (mentioned or charges)):
+        disputed = [c for c in (mentioned or charges) if c.disputed]
+        if self.signals.dispute or disputed:
+            if disputed:
+                reason = voice.say(
+                    "dispute_charge", charge=disputed[0].id, amount=disputed[0].amount_text
+                )
+            else:
+                reason = voice.say("dispute")
             return self._escalate(
                 escalate,
-                "The charge is under dispute (chargeback), so support cannot refund it; a person "
-                "needs to handle it.",
+                reason,
+                doubt="Low: a dispute (chargeback) means support cannot refund; staff decide.",
+                confidence=0.95,
             )
-        if not (self.signals.refund and self.signals.personal) and not self.signals.refund:
-            return Step("I have what I need to answer.", [], self._findings_text(charges))
+        # A general question about refunds ("how long do refunds take?") is answered, not acted on.
+        general_question = self.signals.question and not self.signals.personal
+        if not self.signals.refund or general_question:
+            return Step(voice.say("findings_narration"), [], self._findings_text(charges))
         settled = [c for c in charges if c.settled]
         if charges and not settled:
+            statuses = ", ".join(
+                f"charge {c.id} has status {c.data.get('status')}" for c in charges[:5]
+            )
             return Step(
                 "None of the charges went through.",
                 [],
-                "I've checked your account: "
-                + ", ".join(f"charge {c.id} has status {c.data.get('status')}" for c in charges[:5])
-                + ". No money was taken for those, so there is nothing to refund.",
+                voice.say("nothing_taken", statuses=statuses),
             )
-        target, why = self._refund_target(settled, [c for c in mentioned if c.settled])
-        if target is None:
-            return self._escalate(escalate, why)
-        if target.refunded_fully:
+        target = self._refund_target(settled, [c for c in mentioned if c.settled])
+        charge = target.charge
+        if charge is None:
+            return self._escalate(escalate, target.why, doubt=target.doubt, confidence=0.5)
+        if charge.refunded_fully:
             return Step(
                 "That charge has already been refunded.",
                 [],
-                f"Charge {target.id} has already been refunded in full, so there is nothing "
-                "left to refund. If you still see it on your statement, it can take a few days "
-                "to clear.",
+                voice.say("already_refunded", charge=charge.id),
             )
-        why_not = target.not_refundable
+        why_not = charge.not_refundable
         if why_not is not None:
             detail = f" ({why_not.rstrip('.')})" if why_not else ""
             return Step(
                 "The records say this charge cannot be refunded.",
                 [],
-                f"I've checked charge {target.id}: according to your account records it is not "
-                f"refundable{detail}. If you think this is wrong, I can bring in a person from "
-                "our support team.",
+                voice.say("not_refundable", charge=charge.id, detail=detail),
             )
         if refund_tool is None:
-            return self._escalate(escalate, f"The customer asks for a refund of {target.id}.")
-        args = self._refund_args(refund_tool, target, why)
+            return self._escalate(escalate, f"The customer asks for a refund of {charge.id}.")
+        args = self._refund_args(refund_tool, target, charge)
         return Step(
-            f"{why} I'll propose a refund for {target.id}; staff will review it.",
+            voice.say("propose", why=target.why, charge=charge.id),
             [(refund_tool["name"], args)],
         )
 
-    def _refund_target(
-        self, charges: list[Charge], mentioned: list[Charge]
-    ) -> tuple[Charge | None, str]:
+    def _refund_target(self, charges: list[Charge], mentioned: list[Charge]) -> Target:
+        voice = self.voice
         if len(mentioned) == 1:
-            return mentioned[0], f"The customer names charge {mentioned[0].id}."
+            return Target(
+                mentioned[0],
+                voice.say("named_charge", charge=mentioned[0].id),
+                0.9,
+                "Low: the customer named the charge; the amount comes from the account's records.",
+            )
         groups: dict[tuple[str, str], list[Charge]] = {}
         for charge in charges:
             amount = str(charge.data.get(charge.amount_key, ""))
@@ -612,61 +836,107 @@ class Agent:
         duplicates = [g for g in groups.values() if len(g) > 1 and g[0].invoice]
         if len(duplicates) == 1:
             later = duplicates[0][-1]
-            return later, (
-                f"Charges {', '.join(c.id for c in duplicates[0])} are the same amount for "
-                f"invoice {later.invoice}: {later.id} is the duplicate."
+            ids = ", ".join(c.id for c in duplicates[0])
+            return Target(
+                later,
+                voice.say("duplicate_found", ids=ids, invoice=later.invoice, charge=later.id),
+                0.92,
+                f"Low: {ids} have the same amount and invoice; I took the later one, {later.id}, "
+                "as the duplicate.",
             )
         if len(charges) == 1:
-            return charges[0], f"The account has one charge, {charges[0].id}."
+            return Target(
+                charges[0],
+                voice.say("one_charge", charge=charges[0].id),
+                0.8,
+                "Medium: it is the only charge on the account, but the customer did not say "
+                "which charge they meant or why.",
+            )
         if not charges:
-            return None, "I could not find a matching charge in the account's records."
+            return Target(
+                None,
+                "I could not find a matching charge in the account's records.",
+                0.5,
+                "High: no charge in the account's records matches.",
+            )
         said = money_values(self.ctx.customer_text)
         priced = [c for c in charges if any(c.costs(a) for a in said)]
         if len(priced) == 1:
-            return priced[0], f"Charge {priced[0].id} is the one for the amount the customer gave."
+            return Target(
+                priced[0],
+                voice.say("priced_charge", charge=priced[0].id),
+                0.75,
+                "Medium: chosen because its amount is the one the customer gave.",
+            )
         candidates = priced or charges
         if all(c.when for c in candidates):
             newest = max(candidates, key=lambda c: c.when)
             if sum(c.when == newest.when for c in candidates) == 1:
-                return newest, f"Charge {newest.id} is the most recent charge on the account."
-        return None, (
+                return Target(
+                    newest,
+                    voice.say("newest_charge", charge=newest.id),
+                    0.6,
+                    "High: the customer did not say which charge; I took the most recent one.",
+                )
+        return Target(
+            None,
             f"Several charges could match ({', '.join(c.id for c in charges[:6])}) and the "
-            "customer did not say which one; a person should confirm."
+            "customer did not say which one; a person should confirm.",
+            0.4,
+            "High: several charges could be the one the customer means.",
         )
 
-    def _refund_args(self, tool: dict[str, Any], target: Charge, why: str) -> dict[str, Any]:
+    def _refund_args(self, tool: dict[str, Any], target: Target, charge: Charge) -> dict[str, Any]:
         schema = tool.get("input_schema") or {}
         args: dict[str, Any] = {}
         for prop, sub in (schema.get("properties") or {}).items():
             low = prop.lower()
-            if "charge" in low or low in ("id", "ref", "reference"):
-                args[prop] = target.id
+            if _is_doubt(prop):
+                numeric = _kind(sub) in ("number", "integer")
+                args[prop] = round(1 - target.confidence, 2) if numeric else target.doubt
+            elif _is_confidence(prop):
+                args[prop] = _coerce(self._confidence(prop, target.confidence, sub), sub)
+            elif "charge" in low or low in ("id", "ref", "reference"):
+                args[prop] = charge.id
             elif "amount" in low:
-                args[prop] = _coerce(target.amount_for(prop), sub)
-            elif "currency" in low and "currency" in target.data:
-                args[prop] = target.data["currency"]
-            elif "invoice" in low and target.invoice:
-                args[prop] = target.invoice
+                args[prop] = _coerce(charge.amount_for(prop), sub)
+            elif "currency" in low and (charge.currency or self.ctx.result_values("currency")):
+                args[prop] = _enum_value(
+                    charge.currency or str(self.ctx.result_values("currency")[0]), sub
+                )
+            elif "invoice" in low and charge.invoice:
+                args[prop] = charge.invoice
             elif any(k in low for k in ("reason", "rationale", "note", "explanation")):
-                args[prop] = why
+                args[prop] = target.why
             else:
                 value = self._value_for(prop, sub)
                 if value is not None:
                     args[prop] = value
                 elif prop in (schema.get("required") or []):
-                    args[prop] = SchemaFiller(self.ctx, Answers(reason=why), root=schema).fill(
-                        sub, prop
-                    )
+                    args[prop] = SchemaFiller(
+                        self.ctx, Answers(reason=target.why), root=schema
+                    ).fill(sub, prop)
         return args
 
-    def _escalate(self, tool: dict[str, Any] | None, reason: str) -> Step:
+    def _confidence(self, prop: str, value: float, schema: dict[str, Any]) -> float:
+        low = float(schema.get("minimum", 0.0))
+        high = float(schema.get("maximum", 1.0))
+        return self.voice.jitter(f"confidence:{prop}", value, low=low, high=high)
+
+    def _escalate(
+        self,
+        tool: dict[str, Any] | None,
+        reason: str,
+        *,
+        doubt: str = "",
+        confidence: float | None = None,
+    ) -> Step:
         if tool is None:
-            return Step(reason, [], _escalated_text(reason))
+            return Step(reason, [], _escalated_text(reason, self.voice))
         schema = tool.get("input_schema") or {}
-        args = SchemaFiller(self.ctx, Answers(reason=reason, summary=reason), root=schema).fill(
-            schema
-        )
-        return Step(f"{reason} I'm handing this to a person.", [(tool["name"], args)])
+        answers = Answers(reason=reason, summary=reason, uncertainty=doubt, confidence=confidence)
+        args = SchemaFiller(self.ctx, answers, root=schema).fill(schema)
+        return Step(self.voice.say("hand_over", reason=reason), [(tool["name"], args)])
 
     # -- final answers
     def _final_escalated(self, call: ToolCall, refund: ToolCall | None) -> Step:
@@ -674,41 +944,40 @@ class Agent:
             (str(v) for k, v in call.input.items() if "reason" in k.lower() or "summary" in k),
             "",
         )
-        text = _escalated_text(reason)
+        text = _escalated_text(reason, self.voice)
         if refund is not None:
             text = self._final_refund(refund).text + " " + text
         return Step("Escalated; telling the customer what happens next.", [], text)
 
     def _final_refund(self, call: ToolCall) -> Step:
+        voice = self.voice
         result = self.ctx.result_for(call)
         charge = next((str(v) for k, v in call.input.items() if "charge" in k.lower()), "")
         amount = next((str(v) for k, v in call.input.items() if "amount" in k.lower()), "")
         if result is not None and result.is_error:
-            return Step(
-                "The refund proposal was refused.",
-                [],
-                "I wasn't able to submit that refund request, so I've asked a person from our "
-                "support team to look at it; they will follow up with you here.",
-            )
-        status = ""
-        if result is not None and result.data is not None:
-            for d in walk(result.data):
-                if isinstance(d.get("status"), str):
-                    status = d["status"]
-                    break
-        when = (
-            "It has been approved and is on its way back to your original payment method."
-            if "approved" in status.lower()
-            else "A member of our team reviews every refund request before it is issued; "
-            "you'll hear from us as soon as it has been reviewed."
+            return Step("The refund proposal was refused.", [], voice.say("refund_refused"))
+        state, status = refund_state(result.data if result is not None else None)
+        currency = next(
+            (str(v) for k, v in call.input.items() if "currency" in k.lower() and v), ""
+        ) or next(
+            (
+                str(d["currency"])
+                for d in walk(result.data if result is not None else None)
+                if isinstance(d.get("currency"), str)
+            ),
+            "",
         )
-        return Step(
-            "Refund proposed; telling the customer.",
-            [],
-            f"I've submitted a refund request for {amount} on charge {charge}. {when}",
-        )
+        if currency and currency not in amount:
+            amount = f"{amount} {currency}"
+        submitted = voice.say("refund_submitted", amount=amount, charge=charge)
+        if state == "declined":
+            outcome = voice.say("refund_declined", status=status)
+        else:
+            outcome = voice.say(f"refund_{state}")
+        return Step("Refund proposed; telling the customer.", [], f"{submitted} {outcome}")
 
     def _findings_text(self, charges: list[Charge]) -> str:
+        voice = self.voice
         said = money_values(self.ctx.customer_text)
         matching = [c for c in charges if any(c.costs(a) for a in said)]
         if matching:
@@ -720,49 +989,59 @@ class Agent:
                 and not isinstance(v, bool)
                 and k.lower() not in ("id", "ref")
             )
-            return (
-                f"I found the charge you mean: {c.id} ({details}). If something about it "
-                "doesn't look right, tell me what you expected and I'll take it from there."
-            )
+            return voice.say("found_charge", charge=c.id, details=details)
+        passages = passages_in(self.ctx)
+        if passages:
+            answer, _, found = answer_from_documents(self.ctx, passages)
+            if found:
+                return answer
         if not charges:
-            facts = "I've looked at your account"
-        else:
-            listed = ", ".join(
-                f"{c.id} ({c.data.get(c.amount_key, '?')}"
-                + (f", invoice {c.invoice}" if c.invoice else "")
-                + ")"
-                for c in charges[:5]
-            )
-            facts = f"I've checked your account. The charges I found are: {listed}"
-        return (
-            f"{facts}. If something there doesn't look right, tell me which charge it is and "
-            "I'll take it from there."
+            return voice.say("account_checked")
+        listed = ", ".join(
+            f"{c.id} ({c.data.get(c.amount_key, '?')}"
+            + (f", invoice {c.invoice}" if c.invoice else "")
+            + ")"
+            for c in charges[:5]
         )
+        return voice.say("charges_listed", listed=listed)
 
 
-def _escalated_text(reason: str) -> str:
+def _escalated_text(reason: str, voice: Variation) -> str:
     why = f" ({reason.rstrip('.')})" if reason else ""
-    return (
-        f"I've passed your case to a person from our support team{why}. They will follow up "
-        "with you here; you don't need to do anything else for now."
-    )
+    return voice.say("escalated", why=why)
 
 
-def _narrate_lookup(name: str) -> str:
+def _narrate_lookup(name: str, voice: Variation, n: int = 0) -> str:
     low = name.lower()
-    if "customer" in low or "account" in low:
-        return "Let me look up your account first."
-    if "charge" in low or "payment" in low:
-        return "I'll check the charges on your account."
-    if "invoice" in low:
-        return "Let me check your invoices."
-    return f"Let me check that with {name}."
+    if "memor" in low:
+        key = "look_memory"
+    elif "customer" in low or "account" in low:
+        key = "look_account"
+    elif "charge" in low or "payment" in low:
+        key = "look_charges"
+    elif "invoice" in low:
+        key = "look_invoices"
+    else:
+        key = "look_other"
+    return voice.pick(f"narrate:{name}:{n}", PHRASES[key]).format(tool=name)
 
 
-def _coerce(value: Any, schema: dict[str, Any]) -> Any:
+def _kind(schema: dict[str, Any]) -> Any:
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), None)
+    return kind
+
+
+def _enum_value(value: str, schema: dict[str, Any]) -> str:
+    options = [str(o) for o in schema.get("enum") or []]
+    if not options or value in options:
+        return value
+    return next((o for o in options if o.lower() == value.lower()), value)
+
+
+def _coerce(value: Any, schema: dict[str, Any]) -> Any:
+    kind = _kind(schema)
     if value is None:
         return None
     try:

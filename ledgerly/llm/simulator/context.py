@@ -1,6 +1,7 @@
 """What the simulated model can see in a request: conversation, documents, tool calls, results.
 
-Everything the simulator decides is derived from this, never from outside knowledge.
+Everything the simulator decides is derived from this, never from outside knowledge; with a
+non-zero seed, `Context.voice` holds the seeded choices of wording and order (variation.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+
+from .variation import Variation
 
 DOCUMENTS = re.compile(r"<documents>.*?</documents>", re.S)
 DOCUMENT = re.compile(r"<document\b[^>]*>(.*?)</document>", re.S)
@@ -96,11 +99,17 @@ class Context:
     calls: list[ToolCall] = field(default_factory=list)
     results: list[ToolResult] = field(default_factory=list)
     documents: list[Document] = field(default_factory=list)
+    # The seeded choices of this sample (Variation.none(): always the seed-0 wording and order).
+    voice: Variation = field(default_factory=Variation.none)
 
     @classmethod
-    def of(cls, body: dict[str, Any]) -> Context:
+    def of(cls, body: dict[str, Any], *, voice: Variation | None = None) -> Context:
         system = body.get("system")
-        ctx = cls(body=body, system=system if isinstance(system, str) else block_text(system))
+        ctx = cls(
+            body=body,
+            system=system if isinstance(system, str) else block_text(system),
+            voice=voice or Variation.none(),
+        )
         names: dict[str, str] = {}
         for message in body.get("messages") or []:
             content = message.get("content")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 
 FAULTS = (
     "overloaded",  # 529 overloaded_error
@@ -17,6 +17,9 @@ FAULTS = (
 )
 
 
+MAX_REMEMBERED_REQUESTS = 100_000
+
+
 class FaultBook:
     """Thread-safe state behind `x-sim-fault-times` and `transport.inject()`.
 
@@ -28,6 +31,7 @@ class FaultBook:
         self._lock = threading.Lock()
         self._attempts: dict[str, int] = {}
         self._queued: deque[str] = deque()
+        self._seen: OrderedDict[str, int] = OrderedDict()
 
     def hits(self, key: str, times: int) -> bool:
         """Count one attempt under `key`; True while the attempt number is within `times`."""
@@ -35,6 +39,19 @@ class FaultBook:
             seen = self._attempts.get(key, 0) + 1
             self._attempts[key] = seen
             return seen <= times
+
+    def attempt(self, key: str) -> int:
+        """Count one attempt at the request `key` (random faults); returns 1, 2, ...
+
+        Bounded: a long load test sends millions of distinct requests, and only retries (which
+        come within seconds) need their count, so the least recently seen keys are forgotten.
+        """
+        with self._lock:
+            seen = self._seen.pop(key, 0) + 1
+            self._seen[key] = seen
+            if len(self._seen) > MAX_REMEMBERED_REQUESTS:
+                self._seen.popitem(last=False)
+            return seen
 
     def inject(self, fault: str, times: int = 1) -> None:
         if fault not in FAULTS:
@@ -52,3 +69,4 @@ class FaultBook:
         with self._lock:
             self._attempts.clear()
             self._queued.clear()
+            self._seen.clear()

@@ -27,6 +27,7 @@ from .faults import FAULTS, FaultBook
 from .models import ModelSpec
 from .ratelimits import RateLimiter
 from .tokens import count_text
+from .variation import unit
 from .wire import message_dict, stream_events, usage_dict
 
 log = logging.getLogger("ledgerly.llm.simulator")
@@ -59,6 +60,7 @@ class Controls:
     latency_s: float
     adversarial: bool
     retry_after: float
+    seed: int = 0
 
 
 class Simulator:
@@ -150,14 +152,16 @@ class Simulator:
                 fault = None
         if fault is None and "x-sim-fault" not in headers:
             fault = self.faults.take_queued()
+        seed = _seed_header(headers) if "x-sim-seed" in headers else self.config.seed
         with self._rng_lock:
-            roll = self._rng.random()
-            pick = (
-                self._rng.choice(self.config.random_faults) if self.config.random_faults else None
-            )
+            # Drawn as before, so seeded latencies stay what they were; the random fault is
+            # decided per request below.
+            self._rng.random()
+            if self.config.random_faults:
+                self._rng.choice(self.config.random_faults)
             gauss = self._rng.gauss(0.0, 1.0)
-        if fault is None and "x-sim-fault" not in headers and roll < self.config.fault_rate:
-            fault = pick
+        if fault is None and "x-sim-fault" not in headers:
+            fault = self._random_fault(headers, body, seed)
         if "x-sim-latency-ms" in headers:
             latency_s = _float_header(headers, "x-sim-latency-ms") / 1000.0
         elif self.config.latency_median_ms > 0:
@@ -174,7 +178,29 @@ class Simulator:
             if "x-sim-retry-after" in headers
             else self.config.retry_after_s
         )
-        return Controls(fault, latency_s, mode == "adversarial", retry_after)
+        return Controls(fault, latency_s, mode == "adversarial", retry_after, seed)
+
+    def _random_fault(self, headers: Mapping[str, str], body: bytes, seed: int) -> str | None:
+        """A transient fault at the configured (or `x-sim-fault-rate`) rate, or None.
+
+        Decided by (seed, request body, attempt number): the n-th time this simulator sees the
+        same request under the same seed, the outcome is always the same, so runs reproduce
+        whatever else runs in parallel, and a retry (the SDK resends the same body) rolls again
+        and can succeed.
+        """
+        rate = (
+            _rate_header(headers, "x-sim-fault-rate")
+            if "x-sim-fault-rate" in headers
+            else self.config.fault_rate
+        )
+        if rate <= 0 or not self.config.random_faults:
+            return None
+        request = hashlib.sha256(str(seed).encode() + b"\0" + body).hexdigest()
+        attempt = self.faults.attempt(request)
+        if unit(request, attempt, "roll") >= rate:
+            return None
+        faults = self.config.random_faults
+        return faults[int(unit(request, attempt, "pick") * len(faults))]
 
     # ----------------------------------------------------------------------------- messages
     def _messages(
@@ -192,6 +218,7 @@ class Simulator:
             body,
             adversarial=controls.adversarial,
             malformed_tool_input=controls.fault == "malformed_tool_input",
+            seed=controls.seed,
         )
         headers_out = {**base, **self.limiter.headers(family)}
         truncated = controls.fault == "truncated_stream"
@@ -274,8 +301,12 @@ class Simulator:
         adversarial: bool = False,
         malformed_tool_input: bool = False,
         service_tier: str = "standard",
+        seed: int | None = None,
     ) -> tuple[dict[str, Any], str]:
-        """Validate a Messages request and produce its message dict (no latency or faults)."""
+        """Validate a Messages request and produce its message dict (no latency or faults).
+
+        `seed` (default: the configured one) picks the sampled variant of the answer.
+        """
         spec = rules.resolve_model(body, today=self.config.today)
         rules.check_messages_request(body, spec, count_only=False)
         segments = segments_of(body)
@@ -294,7 +325,10 @@ class Simulator:
             model=spec.id, min_tokens=spec.cache_min_tokens, body=body, segments=segments
         )
         reply = brain.respond(
-            body, adversarial=adversarial, malformed_tool_input=malformed_tool_input
+            body,
+            adversarial=adversarial,
+            malformed_tool_input=malformed_tool_input,
+            seed=self.config.seed if seed is None else seed,
         )
         content, stop_reason, stop_sequence = _apply_stop_sequences(
             reply.content, reply.stop_reason, body.get("stop_sequences") or []
@@ -417,6 +451,20 @@ def _float_header(headers: Mapping[str, str], name: str) -> float:
         raise invalid(f"{name}: expected a number, got {headers[name]!r}") from exc
     if value < 0 or not math.isfinite(value):
         raise invalid(f"{name}: must be a finite number >= 0")
+    return value
+
+
+def _seed_header(headers: Mapping[str, str]) -> int:
+    try:
+        return int(headers["x-sim-seed"])
+    except ValueError as exc:
+        raise invalid(f"x-sim-seed: expected an integer, got {headers['x-sim-seed']!r}") from exc
+
+
+def _rate_header(headers: Mapping[str, str], name: str) -> float:
+    value = _float_header(headers, name)
+    if value > 1:
+        raise invalid(f"{name}: must be between 0 and 1, got {headers[name]!r}")
     return value
 
 

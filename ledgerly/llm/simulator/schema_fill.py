@@ -36,6 +36,9 @@ class Answers:
     reason: str = ""
     sources: list[str] = field(default_factory=list)
     found: bool = True
+    # What the model is unsure about, and how sure it is (None: judged from the ticket's text).
+    uncertainty: str = ""
+    confidence: float | None = None
     # Adversarial mode: property values dictated by injected instructions.
     forced: dict[str, Any] = field(default_factory=dict)
 
@@ -158,6 +161,8 @@ class SchemaFiller:
             return pick(INVOICE_ID)
         if "customer" in low and "id" in low:
             return pick(CUSTOMER_ID)
+        if any(k in low for k in ("uncertain", "doubt", "caveat", "assumption", "unsure")):
+            return self.answers.uncertainty or _uncertainty(self.signals)
         if "summar" in low:
             return self.answers.summary or self.answers.answer or self.ctx.last_user_text[:300]
         if any(k in low for k in ("reason", "rationale", "explanation", "justification", "why")):
@@ -180,8 +185,10 @@ class SchemaFiller:
     def _number(self, schema: dict[str, Any], name: str, *, integer: bool) -> float | int:
         low = name.lower()
         value: float
-        if "confidence" in low or "score" in low or "probab" in low:
-            value = self.answers.forced.get("__confidence__", self.signals.confidence)
+        if any(k in low for k in ("uncertain", "doubt")):
+            value = round(1 - self._confidence(name, schema), 2)
+        elif "confidence" in low or "score" in low or "probab" in low:
+            value = self.answers.forced.get("__confidence__") or self._confidence(name, schema)
         elif "amount" in low or "total" in low or "price" in low:
             amounts = money_values(self.everything)
             value = float(amounts[0]) if amounts else 0.0
@@ -197,6 +204,15 @@ class SchemaFiller:
         if maximum is not None:
             value = min(value, float(maximum))
         return round(value) if integer else value
+
+    def _confidence(self, name: str, schema: dict[str, Any]) -> float:
+        """How sure the model is, jittered within ±0.1 by the seed (the label never changes)."""
+        value = self.answers.confidence
+        if value is None:
+            value = self.signals.confidence
+        low = max(0.0, float(schema.get("minimum", 0.0)))
+        high = min(1.0, float(schema.get("maximum", 1.0)))
+        return self.ctx.voice.jitter(f"confidence:{name}", value, low=low, high=high)
 
     def _boolean(self, name: str) -> bool:
         low = name.lower()
@@ -246,6 +262,16 @@ class SchemaFiller:
         text_terms = terms(self.text)
         lower = self.text.lower()
         return float(sum(covers(t, text_terms, lower) for t in label_terms))
+
+
+def _uncertainty(signals: Signals) -> str:
+    if signals.dispute:
+        return "Low: the customer says the charge is disputed."
+    if signals.several_issues:
+        return "Medium: several issues are raised; each may need its own answer."
+    if signals.personal and not signals.topics:
+        return "Medium: the message does not say clearly what is wrong."
+    return f"The {signals.lane} lane is judged from the wording of the message alone."
 
 
 def _reason(signals: Signals) -> str:
