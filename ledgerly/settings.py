@@ -311,3 +311,27 @@ configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
 configure_sentry(
     dsn=SENTRY_DSN, environment=LEDGERLY_ENV, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE
 )
+
+# --- Evaluation (manage.py evaluate, bench/pipeline.py) -------------------------------------------
+# `evaluate` exits non-zero when a figure over the golden set is below its minimum (a fraction).
+EVAL_MIN_PASS_RATE = env.floating("EVAL_MIN_PASS_RATE", 0.90)
+EVAL_MIN_LANE_ACCURACY = env.floating("EVAL_MIN_LANE_ACCURACY", 0.90)
+EVAL_MIN_REFUND_ACCURACY = env.floating("EVAL_MIN_REFUND_ACCURACY", 0.90)
+EVAL_MIN_ESCALATION_ACCURACY = env.floating("EVAL_MIN_ESCALATION_ACCURACY", 0.90)
+# The simulator's random fault rate during evaluation: a model API is not always up.
+EVAL_SIMULATOR_FAULT_RATE = env.floating("EVAL_SIMULATOR_FAULT_RATE", 0.03)
+EVAL_MESSAGE_TIMEOUT_SECONDS = env.floating("EVAL_MESSAGE_TIMEOUT_SECONDS", 60.0, minimum=1.0)
+EVAL_CONCURRENCY = env.integer("EVAL_CONCURRENCY", 4, minimum=1)  # cases played at once
+for _name in (
+    "EVAL_MIN_PASS_RATE",
+    "EVAL_MIN_LANE_ACCURACY",
+    "EVAL_MIN_REFUND_ACCURACY",
+    "EVAL_MIN_ESCALATION_ACCURACY",
+    "EVAL_SIMULATOR_FAULT_RATE",
+):
+    if not 0 <= globals()[_name] <= 1:
+        raise ImproperlyConfigured(
+            f'Environment variable "{_name}" must be a fraction between 0 and 1, '
+            f"got {globals()[_name]}."
+        )
+del _name

@@ -1,0 +1,108 @@
+"""`manage.py evaluate FILE [FILE ...] [--repeat K] [--baseline] [--json]`: score the support
+pipeline on golden cases (support/evaluation.py), graded by what each ticket ended as.
+
+FILE is a .jsonl file, a glob or a directory of *.jsonl. The command needs nothing running:
+where DATABASE_URL or REDIS_URL is not configured (or LEDGERLY_EVAL_PRIVATE_SERVICES=1 asks for
+it) it starts a private, throwaway Postgres+pgvector and Redis and runs itself again against
+them in a child process (Django has read its settings by the time a command runs, so the
+servers must exist before a fresh process starts). Either way the cases run in a scratch
+database created, seeded and dropped by the evaluation; the configured database is never
+written. Exits 1 when a figure is below its EVAL_MIN_* setting, 2 on a malformed golden file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from support import evaluation
+
+PRIVATE_FLAG = "LEDGERLY_EVAL_PRIVATE_SERVICES"  # "1": always use private servers
+READY_FLAG = "LEDGERLY_EVAL_SERVICES_READY"  # set for the child that runs on them
+
+
+def wants_private_services(environ: Mapping[str, str]) -> bool:
+    if environ.get(READY_FLAG) == "1":
+        return False
+    if environ.get(PRIVATE_FLAG) == "1":
+        return True
+    return not (environ.get("DATABASE_URL") and environ.get("REDIS_URL"))
+
+
+class Command(BaseCommand):
+    help = "Run golden cases through the support pipeline and grade what each ticket ended as."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("files", nargs="+", help="golden .jsonl files, globs or directories")
+        parser.add_argument(
+            "--repeat", type=int, default=1, help="independent runs (simulator seeds 1..K)"
+        )
+        parser.add_argument(
+            "--baseline",
+            action="store_true",
+            help="every ticket through the large-model agent lane, no semantic cache",
+        )
+        parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+        parser.add_argument(
+            "--timeout", type=float, help="seconds per message (EVAL_MESSAGE_TIMEOUT_SECONDS)"
+        )
+        parser.add_argument(
+            "--concurrency", type=int, help="cases played at once (EVAL_CONCURRENCY)"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["repeat"] < 1:
+            raise CommandError("--repeat must be at least 1", returncode=2)
+        try:
+            cases = evaluation.load_cases(options["files"])
+        except evaluation.GoldenFormatError as exc:
+            raise CommandError(str(exc), returncode=2) from exc
+        if wants_private_services(os.environ):
+            self._run_on_private_services(options)
+        self._evaluate(cases, options)
+
+    def _run_on_private_services(self, options: dict[str, Any]) -> None:
+        from ledgerly import devstack
+
+        self.stderr.write("[evaluate] starting private Postgres+pgvector and Redis")
+        devstack.use_private_services()  # sets DATABASE_URL/REDIS_URL; removed at exit
+        argv = [*options["files"], "--repeat", str(options["repeat"])]
+        argv += ["--baseline"] * options["baseline"] + ["--json"] * options["json"]
+        for name in ("timeout", "concurrency"):
+            if options[name] is not None:
+                argv += [f"--{name}", str(options[name])]
+        child = subprocess.run(  # noqa: S603 — this interpreter, this command
+            [sys.executable, str(evaluation.ROOT / "manage.py"), "evaluate", *argv],
+            env={**os.environ, READY_FLAG: "1"},
+            cwd=evaluation.ROOT,
+            check=False,
+        )
+        raise SystemExit(child.returncode)
+
+    def _evaluate(self, cases: list[evaluation.Case], options: dict[str, Any]) -> None:
+        from django.conf import settings
+
+        run_options = evaluation.options_from_settings(
+            baseline=options["baseline"],
+            timeout_s=options["timeout"],
+            concurrency=options["concurrency"],
+        )
+        thresholds = evaluation.Thresholds.from_settings()
+        with evaluation.World(log=sys.stderr) as world:
+            repeats = world.repeat(cases, repeats=options["repeat"], options=run_options)
+        document = evaluation.report(repeats, thresholds=thresholds)
+        document["summary"]["mode"] = "baseline" if options["baseline"] else "pipeline"
+        document["summary"]["model"] = "anthropic" if settings.ANTHROPIC_API_KEY else "simulator"
+        if options["json"]:
+            self.stdout.write(json.dumps(document))
+        else:
+            self.stdout.write(evaluation.format_table(document))
+        below = document["summary"]["below_thresholds"]
+        if below:
+            raise CommandError("below thresholds: " + "; ".join(below), returncode=1)
