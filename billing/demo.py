@@ -28,6 +28,7 @@ from billing.models import (
     Charge,
     ChargeStatus,
     Customer,
+    IdempotencyKey,
     Interval,
     Invoice,
     InvoiceStatus,
@@ -35,6 +36,7 @@ from billing.models import (
     Plan,
     PlanCode,
     Refund,
+    RefundRequest,
     RefundStatus,
     Subscription,
     SubscriptionStatus,
@@ -610,3 +612,66 @@ def seed_demo(*, today: dt.date) -> SeedResult:
         refunds=Refund.objects.count(),
         users=users,
     )
+
+
+def demo_customer_reset(*, email: str) -> None:
+    """Undo everything Ledgerly did for one customer since seeding, keeping the seeded history,
+    so an evaluation case starts from the demo world as built (SCENARIOS.md).
+
+    Removes the customer's refund requests, the refunds they caused and their idempotency keys
+    (and the processor simulator's record of those refunds), restores each charge's refunded
+    and pending amounts from the refunds that remain (seeded history such as Isla's $10), and
+    makes reissued invoices reissuable again. Rows of other apps that point at the customer's
+    refund requests (support tickets) must be deleted first by the caller: billing imports no
+    other app. Raises Customer.DoesNotExist for an unknown email.
+    """
+    customer = Customer.objects.get(email=email)
+    with transaction.atomic():
+        charges = list(Charge.objects.select_for_update().filter(customer=customer).order_by("pk"))
+        requests = RefundRequest.objects.filter(customer=customer)
+        # Every refund Ledgerly makes belongs to a request; seeded history has none.
+        refunds = Refund.objects.filter(refund_request__customer=customer)
+        keys = set(requests.values_list("idempotency_key", flat=True))
+        keys |= {k for k in refunds.values_list("idempotency_key", flat=True) if k}
+        key_rows = IdempotencyKey.objects.filter(
+            models.Q(key__in=keys) | models.Q(refund__in=refunds)
+        )
+        keys |= set(key_rows.values_list("key", flat=True))
+        key_rows.delete()
+        refunds.delete()
+        requests.delete()
+        for charge in charges:
+            left = Refund.objects.filter(charge=charge)
+            refunded = _sum(left.filter(status=RefundStatus.SUCCEEDED))
+            pending = _sum(left.filter(status=RefundStatus.PENDING))
+            Charge.objects.filter(pk=charge.pk).update(
+                refunded_amount=refunded, refund_pending_amount=pending
+            )
+        Invoice.objects.filter(customer=customer, reissued=True).update(
+            reissued=False, reissued_at=None
+        )
+    if keys and settings.PAYMENT_PROCESSOR == "simulator":
+        _simulator_forget(keys=keys, charge_refs=[c.ref for c in charges])
+
+
+def _sum(refunds: models.QuerySet[Refund]) -> Decimal:
+    total = refunds.aggregate(total=models.Sum("amount"))["total"]
+    return Decimal(total or 0)
+
+
+def _simulator_forget(*, keys: set[str], charge_refs: list[str]) -> None:
+    """Drop the simulator's ledger entries and key records of refunds made with `keys`. Only
+    those: its Redis may be shared with other processes whose refunds must stay on record."""
+    import json
+
+    from billing.processor.simulator import SimulatedProcessor
+
+    # The simulator keeps its ledger under one namespace (its key layout is fixed there).
+    simulator = SimulatedProcessor()
+    client, key_of = simulator._redis, simulator._key
+    for name in [key_of("refunds"), *(key_of("charge", ref) for ref in charge_refs)]:
+        entries: list[bytes] = client.lrange(name, 0, -1)  # type: ignore[assignment]
+        for raw in entries:
+            if json.loads(raw).get("idempotency_key") in keys:
+                client.lrem(name, 1, raw)  # type: ignore[arg-type]  # redis-py takes bytes
+    client.delete(*(key_of("idem", key) for key in keys))
