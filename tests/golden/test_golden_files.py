@@ -24,6 +24,7 @@ from billing.demo import SCENARIO_EMAILS
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN_DIR = ROOT / "tests" / "golden"
 EXEMPLARS = ROOT / "support" / "data" / "router_exemplars.jsonl"
+HELPCENTER_DIR = ROOT / "memory" / "helpcenter"
 
 LANES = {"faq", "refund", "agent"}
 CURRENCIES = {"USD", "EUR", "GBP"}
@@ -127,6 +128,11 @@ def case_problems(case: object) -> list[str]:
     return problems
 
 
+def _as_graded(text: str) -> str:
+    """Text as the evaluator matches facts: case-folded, dashes as "-", whitespace collapsed."""
+    return " ".join(text.lower().replace("\u2013", "-").replace("\u2014", "-").split())
+
+
 def _normal(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
@@ -190,6 +196,22 @@ def test_every_scenario_customer_asks_for_a_refund_at_least_twice():
     ]
 
     assert {email for email in SCENARIO_EMAILS if refund_asks.count(email) < 2} == set()
+
+
+def test_faq_facts_come_from_the_help_center():
+    # An FAQ answer is grounded in the help center, so every fact it must state is written there.
+    articles = _as_graded(
+        " ".join(p.read_text(encoding="utf-8") for p in HELPCENTER_DIR.glob("*.md"))
+    )
+    ungrounded = [
+        (case["id"], fact)
+        for case in golden_cases()
+        if case["expect"].get("lane") == "faq"
+        for fact in case["expect"].get("facts", [])
+        if _as_graded(fact) not in articles
+    ]
+
+    assert ungrounded == []
 
 
 _VALID: dict[str, object] = {"id": "x", "customer": None, "messages": ["hi"], "expect": {}}
