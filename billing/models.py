@@ -238,6 +238,7 @@ class RefundRequestState(models.TextChoices):
     EXPIRED = "expired", "Expired"
     EXECUTED = "executed", "Executed"
     FAILED = "failed", "Failed (see failure reason)"
+    WITHDRAWN = "withdrawn", "Withdrawn by the customer before a decision"
 
 
 class RefundRequest(models.Model):

@@ -135,6 +135,11 @@ def prorated_annual_refund(*, amount: Decimal, charged_on: dt.date, on: dt.date)
     return (amount * unused / 12).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
+def format_money(amount: Decimal, currency: str) -> str:
+    """An amount as customers read it: $49.00, €1,990.00, £49.00."""
+    return _money(amount, currency)
+
+
 def _money(amount: Decimal, currency: str) -> str:
     symbol = {"USD": "$", "EUR": "€", "GBP": "£"}.get(currency, "")
     return f"{symbol}{amount:,.2f}" if symbol else f"{amount:,.2f} {currency}"

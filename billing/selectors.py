@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.cache import cache
 from django.db.models import QuerySet
 
 from billing.models import (
@@ -13,6 +14,16 @@ from billing.models import (
     Subscription,
     SubscriptionStatus,
 )
+
+
+def billing_version_key(customer_id: int) -> str:
+    return f"billing:version:{customer_id}"
+
+
+def billing_version(*, customer: Customer) -> int:
+    """A counter every billing write of `customer`'s bumps (after commit): callers that cache
+    reads of the customer's invoices or charges key them by it, so a write is seen at once."""
+    return int(cache.get(billing_version_key(customer.pk)) or 0)
 
 
 def customer_get_by_email(*, email: str) -> Customer | None:

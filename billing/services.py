@@ -129,7 +129,25 @@ def invoice_reissue(
     if changed != 1:
         raise InvoiceReissueNotAllowed(f"invoice {invoice.number} was already reissued once")
     invoice.refresh_from_db()
+    billing_version_bump(customer_id=customer.pk)
     return invoice
+
+
+def billing_version_bump(*, customer_id: int) -> None:
+    """After commit, bump the customer's billing version (see selectors.billing_version)."""
+    from django.core.cache import cache
+
+    from billing.selectors import billing_version_key
+
+    def bump() -> None:
+        key = billing_version_key(customer_id)
+        cache.add(key, 0, timeout=None)
+        try:
+            cache.incr(key)
+        except ValueError:  # evicted between add and incr: start again
+            cache.set(key, 1, timeout=None)
+
+    transaction.on_commit(bump)
 
 
 # --- refund requests ------------------------------------------------------------------------------
@@ -291,6 +309,7 @@ def _request_made_with_key(
 @transaction.atomic
 def _refund_request_insert(*, auto: bool, **fields: Any) -> RefundRequest:
     request = RefundRequest.objects.create(**fields)
+    billing_version_bump(customer_id=request.customer_id)
     if auto:
         _enqueue_execution(request)
     return request
@@ -328,6 +347,7 @@ def _decide(
             )
         if to == RefundRequestState.APPROVED:
             _enqueue_execution(refund_request)
+        refund_request_announce(refund_request=refund_request)
     return refund_request
 
 
@@ -357,6 +377,32 @@ def refund_request_reject(
         to=RefundRequestState.REJECTED,
         at=at,
     )
+
+
+def refund_request_withdraw(*, refund_request: RefundRequest, note: str = "") -> bool:
+    """Withdraw a request nobody has decided yet (the customer changed their mind). Returns
+    False, changing nothing, when it was already decided, executed or expired."""
+    with transaction.atomic():
+        changed = RefundRequest.objects.filter(
+            pk=refund_request.pk, state=RefundRequestState.PROPOSED
+        ).update(state=RefundRequestState.WITHDRAWN, decision_note=note)
+        refund_request.refresh_from_db()
+        billing_version_bump(customer_id=refund_request.customer_id)
+    return changed == 1
+
+
+def refund_request_announce(*, refund_request: RefundRequest) -> None:
+    """After commit, tell whoever listens (the support app, by the task name in
+    BILLING_REFUND_EVENTS_TASK) that the request changed state. By name, so billing imports
+    nothing of theirs."""
+    billing_version_bump(customer_id=refund_request.customer_id)
+    name = settings.BILLING_REFUND_EVENTS_TASK
+    if not name:
+        return
+    from celery import current_app
+
+    pk, state = refund_request.pk, refund_request.state
+    transaction.on_commit(lambda: current_app.send_task(name, args=[pk, state]))
 
 
 def refund_requests_expire(*, now: dt.datetime | None = None) -> int:

@@ -35,6 +35,8 @@ def execute_refund(refund_request_id: int) -> str | None:
             "refund not executed", extra={"refund_request": refund_request_id, "error": str(exc)}
         )
         return None
+    request.refresh_from_db()
+    services.refund_request_announce(refund_request=request)
     return refund.ref
 
 

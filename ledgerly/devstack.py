@@ -190,6 +190,7 @@ def _run_stack() -> int:
             ["collectstatic", "--no-input", "-v0"],
             ["seed_demo"],
             ["ingest_helpcenter"],
+            ["seed_router_exemplars"],
         ):
             t_step = time.monotonic()
             subprocess.run([py, manage, *step], check=True, cwd=root)  # noqa: S603

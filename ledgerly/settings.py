@@ -166,6 +166,44 @@ IDEMPOTENCY_KEY_RETENTION_HOURS = env.integer("IDEMPOTENCY_KEY_RETENTION_HOURS",
 # A refund attempt stuck "in flight" this long is finished by the reconciler.
 REFUND_RECONCILE_AFTER_SECONDS = env.integer("REFUND_RECONCILE_AFTER_SECONDS", 30, minimum=1)
 PAYMENT_PROCESSOR = env.string("PAYMENT_PROCESSOR", "simulator", choices=["simulator"])
+# A refund request's state changes are announced by sending this task (by name: billing imports
+# no app that listens); empty turns the announcements off.
+BILLING_REFUND_EVENTS_TASK = env.string(
+    "BILLING_REFUND_EVENTS_TASK", "support.tasks.refund_request_changed"
+)
+
+# --- Support pipeline (support/) ------------------------------------------------------------------
+# Caps of one agent run (POLICY of the house, not of the business): turns, tokens, cost, time.
+SUPPORT_AGENT_MAX_TURNS = env.integer("SUPPORT_AGENT_MAX_TURNS", 8, minimum=1)
+SUPPORT_AGENT_MAX_TOKENS = env.integer("SUPPORT_AGENT_MAX_TOKENS", 60000, minimum=1000)
+SUPPORT_AGENT_MAX_COST_USD = env.decimal("SUPPORT_AGENT_MAX_COST_USD", "0.25", positive=True)
+SUPPORT_RUN_WALL_SECONDS = env.integer("SUPPORT_RUN_WALL_SECONDS", 120, minimum=5)
+# Tool calls in one run above this are an anomaly: the run stops and escalates.
+SUPPORT_TOOL_CALL_LIMIT = env.integer("SUPPORT_TOOL_CALL_LIMIT", 20, minimum=1)
+# A worker holds a run's step this long; a step found running past it was lost with its worker
+# and is taken over (by the redelivered task or by the sweeper, whichever comes first).
+SUPPORT_STEP_LEASE_SECONDS = env.integer("SUPPORT_STEP_LEASE_SECONDS", 90, minimum=2)
+SUPPORT_SWEEP_EVERY_SECONDS = env.integer("SUPPORT_SWEEP_EVERY_SECONDS", 10, minimum=1)
+# Model-unavailable steps are retried this many times (with backoff) before the ticket goes to
+# staff; a step that raises unexpectedly this many times becomes a dead letter.
+SUPPORT_STEP_RETRIES = env.integer("SUPPORT_STEP_RETRIES", 3, minimum=0)
+# Router: nearest labelled exemplars decide when this similar and this much in agreement.
+SUPPORT_ROUTER_EXEMPLAR_MIN_SIMILARITY = env.floating(
+    "SUPPORT_ROUTER_EXEMPLAR_MIN_SIMILARITY", 0.80
+)
+SUPPORT_ROUTER_EXEMPLAR_MIN_AGREEMENT = env.floating("SUPPORT_ROUTER_EXEMPLAR_MIN_AGREEMENT", 0.75)
+SUPPORT_ROUTER_MODEL_MIN_CONFIDENCE = env.floating("SUPPORT_ROUTER_MODEL_MIN_CONFIDENCE", 0.55)
+# Incoming tickets waiting to be routed share one embedding call; the first waits this long.
+SUPPORT_ROUTER_BATCH_WAIT_MS = env.integer("SUPPORT_ROUTER_BATCH_WAIT_MS", 10, minimum=0)
+# Evaluation baseline: every ticket through the large-model agent, no semantic cache.
+SUPPORT_BASELINE = env.boolean("SUPPORT_BASELINE", False)
+SUPPORT_SEMANTIC_CACHE = env.boolean("SUPPORT_SEMANTIC_CACHE", not SUPPORT_BASELINE)
+# Invoice lookups the agent makes for answering (never for money decisions) are cached briefly.
+SUPPORT_LOOKUP_CACHE_SECONDS = env.integer("SUPPORT_LOOKUP_CACHE_SECONDS", 60, minimum=0)
+CELERY_BEAT_SCHEDULE["support-sweep-runs"] = {
+    "task": "support.tasks.sweep_runs",
+    "schedule": SUPPORT_SWEEP_EVERY_SECONDS,
+}
 
 # --- Demo -----------------------------------------------------------------------------------------
 DEMO_SIGNIN_ENABLED = env.boolean("DEMO_SIGNIN_ENABLED", not PRODUCTION)

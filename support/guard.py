@@ -1,0 +1,226 @@
+"""The reply guard: a deterministic check of every draft against the records, before it is sent.
+
+A reply may not claim what the rows do not show: a refund "issued" before it was executed, or
+"approved" while it waits for staff or does not exist; an amount or currency that is none of the
+ticket's refund request, the customer's own charges and invoices, or the public price list; an
+identifier (email, charge, invoice, customer reference) that is not this customer's; a date or
+time frame the policy does not give. Peers use a second model as the reviewer; ours is a check
+against the database, so a compromised model cannot talk its way past it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+
+from billing import selectors as billing_selectors
+from billing.models import Customer, Plan, RefundRequest, RefundRequestState
+
+_SYMBOLS = {"$": "USD", "€": "EUR", "£": "GBP"}
+_CODES = {
+    "usd": "USD",
+    "dollar": "USD",
+    "dollars": "USD",
+    "eur": "EUR",
+    "euro": "EUR",
+    "euros": "EUR",
+    "gbp": "GBP",
+    "pound": "GBP",
+    "pounds": "GBP",
+}
+_MONEY = re.compile(
+    r"(?P<sym>[$€£])\s?(?P<a>\d{1,3}(?:[,.]\d{3})*(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?)"
+    r"|(?P<b>\d{1,3}(?:,\d{3})*(?:\.\d{1,2})?|\d+(?:[.,]\d{1,2})?)\s?(?P<code>usd|eur|gbp|dollars?|euros?|pounds?)\b",
+    re.I,
+)
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_REF = re.compile(r"\b(?:ch|cus|re|sub|rr)_[A-Za-z0-9_]+\b|\bINV-[A-Za-z0-9-]+\b")
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+_HEDGE = re.compile(
+    r"\b(not|n't|never|no|once|before|after|when|whenever|if|until|unless|will be|would be|"
+    r"can be|could be|may be|might be|as soon as|pending|waiting|awaiting|needs?|requires?)\b",
+    re.I,
+)
+_CLAIM_EXECUTED = re.compile(
+    r"\b(refund|money|amount|payment)\b[^.!?]{0,60}"
+    r"\b(has been|have been|was|were|'s been|is now)\s+"
+    r"(issued|processed|sent|completed|refunded|credited|paid|returned|executed)\b"
+    r"|\b(we|i)\s?(?:'ve|have)?\s+(issued|processed|sent|refunded|credited|returned)\b"
+    r"|\brefunded (?:you|your)\b",
+    re.I,
+)
+_CLAIM_APPROVED = re.compile(
+    r"\b(refund|request)\b[^.!?]{0,60}\b(has been|have been|was|is|'s been|got)\s+"
+    r"(approved|accepted|granted|authori[sz]ed)\b|\b(we|i)\s?(?:'ve|have)?\s+approved\b",
+    re.I,
+)
+_DATE_PROMISE = re.compile(
+    r"\b(by|on|before|until)\s+(monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
+    r"tomorrow|tonight|the end of (?:the )?(?:day|week|month)|"
+    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d{1,2})\b"
+    r"|\b(today|tomorrow|tonight|immediately|right away|instantly)\b"
+    r"|\bwithin\s+(?:the\s+)?(?:next\s+)?(\d+)\s+(minutes?|hours?)\b",
+    re.I,
+)
+_DAYS = re.compile(
+    r"\b(\d+)\s*(?:-|–|to)?\s*(\d+)?\s+(business\s+|calendar\s+|working\s+)?days?\b", re.I
+)
+# Time frames POLICY.md gives (refund windows, processing, retries, retention, staff decisions).
+POLICY_DAY_NUMBERS = frozenset({1, 2, 3, 5, 7, 10, 14, 30, 90, 180})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    violations: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+
+def _amount(text: str) -> Decimal | None:
+    cleaned = text.replace(" ", "")
+    if re.fullmatch(r"\d{1,3}(\.\d{3})+(,\d{1,2})?", cleaned):  # 1.990,00 (European)
+        cleaned = cleaned.replace(".", "").replace(",", ".")
+    elif re.fullmatch(r"\d+,\d{1,2}", cleaned):  # 49,00
+        cleaned = cleaned.replace(",", ".")
+    else:
+        cleaned = cleaned.replace(",", "")
+    try:
+        return Decimal(cleaned).quantize(Decimal("0.01"))
+    except InvalidOperation:
+        return None
+
+
+def amounts_in(text: str) -> list[tuple[Decimal, str]]:
+    found = []
+    for match in _MONEY.finditer(text):
+        raw = match.group("a") or match.group("b")
+        currency = (
+            _SYMBOLS[match.group("sym")]
+            if match.group("sym")
+            else _CODES[match.group("code").lower()]
+        )
+        value = _amount(raw)
+        if value is not None:
+            found.append((value, currency))
+    return found
+
+
+def known_amounts(
+    *, customer: Customer, refund_request: RefundRequest | None
+) -> set[tuple[Decimal, str]]:
+    """Every (amount, currency) the reply may state: the customer's records and public prices."""
+    known: set[tuple[Decimal, str]] = set()
+    currencies = ("USD", "EUR", "GBP")
+    for price in Plan.objects.values_list("price", flat=True):
+        known |= {(Decimal(price), c) for c in currencies}
+    limit = Decimal(settings.REFUND_AUTO_APPROVE_LIMIT)
+    known |= {(limit.quantize(Decimal("0.01")), c) for c in currencies}
+    for charge in billing_selectors.charges_for_customer(customer=customer):
+        for value in (
+            charge.amount,
+            charge.refunded_amount,
+            charge.amount - charge.refunded_amount - charge.refund_pending_amount,
+        ):
+            known.add((Decimal(value), charge.currency))
+    for invoice in billing_selectors.invoices_for_customer(customer=customer):
+        for value in (invoice.total, invoice.subtotal, invoice.tax):
+            known.add((Decimal(value), invoice.currency))
+    for request in billing_selectors.refund_requests_for_customer(customer=customer):
+        known.add((Decimal(request.amount), request.currency))
+        refundable = (request.evidence or {}).get("decision", {}).get("refundable_amount")
+        if refundable:
+            known.add((Decimal(str(refundable)), request.currency))
+    if refund_request is not None:
+        known.add((Decimal(refund_request.amount), refund_request.currency))
+    return {(a.quantize(Decimal("0.01")), c) for a, c in known}
+
+
+def own_refs(customer: Customer) -> set[str]:
+    refs = {customer.ref}
+    refs |= set(
+        billing_selectors.charges_for_customer(customer=customer).values_list("ref", flat=True)
+    )
+    refs |= set(
+        billing_selectors.invoices_for_customer(customer=customer).values_list("number", flat=True)
+    )
+    for request in billing_selectors.refund_requests_for_customer(customer=customer):
+        refs |= {r.ref for r in request.charge.refunds.all()}
+    sub = billing_selectors.subscription_current_for_customer(customer=customer)
+    if sub is not None:
+        refs.add(sub.ref)
+    return {r.lower() for r in refs}
+
+
+def check(
+    *,
+    text: str,
+    customer: Customer,
+    refund_request: RefundRequest | None,
+    extra_days: set[int] | None = None,
+) -> Verdict:
+    """The violations of `text` against the records (empty: it may be sent). Reads fresh rows."""
+    if refund_request is not None:
+        refund_request.refresh_from_db()
+    violations: list[str] = []
+    state = refund_request.state if refund_request is not None else None
+    for sentence in _SENTENCE.findall(text):
+        hedged = bool(_HEDGE.search(sentence))
+        if _CLAIM_EXECUTED.search(sentence) and not hedged and state != RefundRequestState.EXECUTED:
+            violations.append(f"claims a refund was issued ({state or 'no refund request'})")
+        if (
+            _CLAIM_APPROVED.search(sentence)
+            and not hedged
+            and state not in (RefundRequestState.APPROVED, RefundRequestState.EXECUTED)
+        ):
+            violations.append(f"claims a refund was approved ({state or 'no refund request'})")
+        promise = _DATE_PROMISE.search(sentence)
+        if promise and re.search(
+            r"refund|money|credit|back|receive|arriv|appear|decid|review", sentence, re.I
+        ):
+            violations.append(f"promises a date the policy does not give: {promise.group(0)!r}")
+    allowed_days = POLICY_DAY_NUMBERS | (extra_days or set())
+    for match in _DAYS.finditer(text):
+        numbers = {int(n) for n in match.groups()[:2] if n}
+        if numbers - allowed_days:
+            violations.append(f"a time frame the policy does not give: {match.group(0)!r}")
+    known = known_amounts(customer=customer, refund_request=refund_request)
+    for amount, currency in amounts_in(text):
+        if (amount, currency) not in known:
+            violations.append(f"an amount not in the records: {amount} {currency}")
+    for email in _EMAIL.findall(text):
+        if email.lower() != customer.email.lower() and not email.lower().endswith(
+            "@ledgerly.example"
+        ):
+            violations.append("names an email that is not the customer's")
+    mine = own_refs(customer)
+    for ref in _REF.findall(text):
+        if ref.lower() not in mine:
+            violations.append(f"names a reference that is not the customer's: {ref}")
+    return Verdict(list(dict.fromkeys(violations)))
+
+
+def safe_reply(*, refund_request: RefundRequest | None) -> str:
+    """What to send instead of a draft that failed twice: only what the records show."""
+    base = (
+        "I want to be sure I only tell you what our records show, so a member of our support "
+        "team will look at this and reply here (staff work Monday to Friday, 08:00-18:00 CET)."
+    )
+    if refund_request is None:
+        return base
+    refund_request.refresh_from_db()
+    amount = f"{refund_request.amount} {refund_request.currency}"
+    status = {
+        RefundRequestState.PROPOSED: "is waiting for a staff member's approval",
+        RefundRequestState.APPROVED: "has been approved and is being processed",
+        RefundRequestState.EXECUTED: "has been sent to your original payment method",
+        RefundRequestState.REJECTED: "was not approved",
+        RefundRequestState.EXPIRED: "expired before a decision",
+        RefundRequestState.FAILED: "could not be completed",
+        RefundRequestState.WITHDRAWN: "was withdrawn",
+    }.get(RefundRequestState(refund_request.state), "is on record")
+    return f"Your refund request for {amount} {status}. {base}"

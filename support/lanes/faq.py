@@ -1,0 +1,89 @@
+"""The FAQ lane: semantic cache → retrieval → one small-model call over the passages.
+
+The answer comes only from help-center passages and cites their articles. When the passages do
+not answer the question (the model cites none of them), the reply says so and offers a person:
+it never guesses.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+
+from ledgerly.llm import conf as llm_conf
+from ledgerly.llm import prompt_registry
+from memory import selectors as memory_selectors
+from memory import services as memory_services
+from support.steps import Reply, StepEnv, StepOutcome
+
+PROMPT = "faq_answer"
+PASSAGES = 4
+_CITATION = re.compile(r"\s*\[([a-z0-9][a-z0-9-]*)\]")
+
+NOT_FOUND = (
+    "I couldn't find the answer to that in our help center, and I don't want to guess. If you "
+    "like, I can pass your question to a human on our support team: just say so. Staff work "
+    "Monday to Friday, 08:00-18:00 CET."
+)
+
+
+def _answer_model() -> str:
+    return llm_conf.config().models["small"]
+
+
+def answer_question(env: StepEnv, question: str) -> tuple[Reply, dict[str, object]]:
+    """A grounded answer to `question` (one model call at most) and what was done for it."""
+    prompt_ref = prompt_registry.get(PROMPT).ref
+    model = _answer_model()
+    if settings.SUPPORT_SEMANTIC_CACHE:
+        cached = memory_services.semantic_cache_lookup(
+            question=question, prompt_version=prompt_ref, answer_model=model
+        )
+        if cached is not None:
+            return Reply(cached.answer, list(cached.sources)), {
+                "cache": "hit",
+                "similarity": round(cached.similarity, 4),
+            }
+    kb_version = memory_selectors.kb_version_get()  # read before retrieval: see cache_store
+    passages = memory_selectors.passages_search(query=question, k=PASSAGES)
+    documents = memory_selectors.passages_as_documents(passages)
+    completion = env.complete(
+        tier="small",
+        purpose="faq_answer",
+        prompt=PROMPT,
+        messages=[{"role": "user", "content": f"{documents}\n\nCustomer question:\n{question}"}],
+        max_tokens=500,
+        fallback="none",
+    )
+    titles = {p.slug: p.title for p in passages}
+    cited = [slug for slug in dict.fromkeys(_CITATION.findall(completion.text)) if slug in titles]
+    detail: dict[str, object] = {
+        "cache": "miss" if settings.SUPPORT_SEMANTIC_CACHE else "off",
+        "passages": [p.slug for p in passages],
+        "cited": cited,
+        "kb_version": kb_version,
+    }
+    if not cited:
+        # Nothing from the help center backs the draft: say so rather than pass on a guess.
+        return Reply(NOT_FOUND), {**detail, "found": False}
+    text = _CITATION.sub("", completion.text).strip()
+    sources = [{"slug": slug, "title": titles[slug]} for slug in cited]
+    if settings.SUPPORT_SEMANTIC_CACHE:
+        try:
+            memory_services.semantic_cache_store(
+                question=question,
+                answer=text,
+                sources=sources,
+                prompt_version=prompt_ref,
+                kb_version=kb_version,
+                answer_model=completion.model,
+            )
+        except memory_services.CustomerSpecificAnswer:
+            detail["cache_store"] = "refused: customer-specific"
+    return Reply(text, sources), {**detail, "found": True}
+
+
+def step(env: StepEnv) -> StepOutcome:
+    reply, detail = answer_question(env, env.message)
+    return StepOutcome(kind="faq_answer", state={}, next="reply", reply=reply, detail=detail)

@@ -1,0 +1,645 @@
+"""The run engine: take one step of a run, commit it with its checkpoint, queue the next.
+
+A step is claimed by a conditional update (ready → running, or running with an expired lease
+→ running under a new lease), computed with no transaction open (it may call a model), and
+committed under another conditional update on the step counter. A duplicate delivery finds the
+step claimed or already committed and does nothing; a worker killed mid-step leaves a lease
+that expires, and the redelivered task or the sweeper takes the step over. So a step's side
+effects are committed once (replies, escalations, state) or are idempotent by key (refund
+requests); a model call of a lost step may be paid twice, never acted on twice.
+
+Bound on resuming a killed worker's step: the lease (SUPPORT_STEP_LEASE_SECONDS, 90 s) plus one
+sweep (SUPPORT_SWEEP_EVERY_SECONDS, 10 s), so at most ~100 s with the defaults; the broker's own
+redelivery (visibility timeout, 300 s) is the second net.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import traceback
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from billing.models import RefundRequest
+from ledgerly import llm
+from memory import services as memory_services
+from memory.models import Message, MessageRole
+from support import guard, router, services
+from support.lanes import agent, faq, refund
+from support.models import (
+    DeadLetter,
+    GuardIntervention,
+    KillSwitch,
+    KillSwitchScope,
+    Lane,
+    Run,
+    RunStatus,
+    RunStep,
+    Ticket,
+    TicketState,
+)
+from support.steps import EscalationDraft, Reply, StepEnv, StepOutcome
+
+log = structlog.get_logger(__name__)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+HUMAN_REPLY = (
+    "Of course. I've passed your conversation to a human on our support team, who will reply "
+    "here. Staff work Monday to Friday, 08:00-18:00 CET."
+)
+PAUSED_REPLY = (
+    "Our automated assistant is paused at the moment, so a human on our support team will "
+    "answer you here. Staff work Monday to Friday, 08:00-18:00 CET."
+)
+UNAVAILABLE_REPLY = (
+    "I'm sorry, I can't prepare an answer right now. I've passed your message to a human on our "
+    "support team, who will reply here."
+)
+CLARIFY_REPLY = (
+    "Thanks for getting in touch. So I can help: is this about a charge or refund on your "
+    "account, a question about how Ledgerly billing works, or something else?"
+)
+
+# --- claiming and committing -------------------------------------------------------------------
+
+
+class StepLost(Exception):
+    """The run moved on while this step was computed (another worker took it over)."""
+
+
+def claim(*, run_id: int, step: int, now: dt.datetime | None = None) -> bool:
+    """Take run `run_id`'s step `step` for this worker, if nobody holds it."""
+    now = now or timezone.now()
+    lease = now + dt.timedelta(seconds=settings.SUPPORT_STEP_LEASE_SECONDS)
+    claimable = Q(status=RunStatus.READY) | Q(status=RunStatus.RUNNING, lease_until__lt=now)
+    return (
+        Run.objects.filter(claimable, pk=run_id, step=step).update(
+            status=RunStatus.RUNNING, lease_until=lease, lease_owner=WORKER, updated_at=now
+        )
+        == 1
+    )
+
+
+def _enqueue(run: Run, step: int, countdown: float | None = None) -> None:
+    from support.tasks import advance_run
+
+    if countdown:
+        transaction.on_commit(lambda: advance_run.apply_async((run.pk, step), countdown=countdown))
+    else:
+        transaction.on_commit(lambda: advance_run.delay(run.pk, step))
+
+
+def _pending_message(ticket: Ticket, answered_through: int) -> Message | None:
+    return (
+        Message.objects.filter(
+            conversation_id=ticket.conversation_id,
+            role=MessageRole.CUSTOMER,
+            seq__gt=answered_through,
+        )
+        .order_by("seq")
+        .first()
+    )
+
+
+def _live_refund_request(ticket: Ticket, pk: int | None) -> RefundRequest | None:
+    pk = pk or ticket.refund_request_id
+    if not pk:
+        return None
+    return RefundRequest.objects.filter(pk=pk, customer_id=ticket.customer_id).first()
+
+
+def _guarded(env: StepEnv, lane: str, reply: Reply, refund_request_id: int | None) -> Reply:
+    """Every reply passes the guard; a violating draft is regenerated once (FAQ and agent
+    drafts come from a model), then replaced by a safe reply. Each intervention is recorded."""
+    request = _live_refund_request(env.ticket, refund_request_id)
+    verdict = guard.check(text=reply.text, customer=env.customer, refund_request=request)
+    if verdict.ok:
+        return reply
+    if lane in (Lane.FAQ, Lane.AGENT):
+        GuardIntervention.objects.create(
+            ticket=env.ticket,
+            lane=lane,
+            draft=reply.text,
+            violations=verdict.violations,
+            action="regenerated",
+        )
+        try:
+            redraft = env.complete(
+                tier="small" if lane == Lane.FAQ else "large",
+                purpose="reply_redraft",
+                prompt="reply_redraft",
+                messages=[
+                    {
+                        "role": "user",
+                        "content": f"<draft>\n{reply.text}\n</draft>\n"
+                        f"<problems>\n" + "\n".join(verdict.violations) + "\n</problems>",
+                    }
+                ],
+                max_tokens=600,
+                fallback="none",
+            )
+            again = guard.check(text=redraft.text, customer=env.customer, refund_request=request)
+            if again.ok and redraft.text.strip():
+                return Reply(redraft.text.strip(), reply.sources)
+            verdict = again
+        except (llm.LLMError, llm.ModelUnavailable):
+            pass
+    GuardIntervention.objects.create(
+        ticket=env.ticket,
+        lane=lane or "",
+        draft=reply.text,
+        violations=verdict.violations,
+        action="replaced",
+    )
+    log.warning("support.reply_replaced", ticket=env.ticket.pk, violations=verdict.violations)
+    return Reply(guard.safe_reply(refund_request=request))
+
+
+def _commit(
+    *,
+    run: Run,
+    expected: int,
+    checkpoint: dict[str, Any],
+    status: str,
+    ticket_fields: dict[str, Any],
+    reply: Reply | None,
+    escalation: EscalationDraft | None,
+    kind: str,
+    detail: dict[str, Any],
+    tokens: int,
+    cost: Decimal,
+    started: dt.datetime,
+    wake_at: dt.datetime | None = None,
+    wait_reason: str = "",
+) -> None:
+    """Commit one step: the step row, the checkpoint, the ticket, the reply, the escalation."""
+    with transaction.atomic():
+        changed = Run.objects.filter(
+            pk=run.pk, step=expected, status=RunStatus.RUNNING, lease_owner=WORKER
+        ).update(
+            step=expected + 1,
+            checkpoint=checkpoint,
+            status=status,
+            lease_until=None,
+            lease_owner="",
+            wake_at=wake_at,
+            wait_reason=wait_reason,
+            tokens=F("tokens") + tokens,
+            cost_usd=F("cost_usd") + cost,
+            turns=F("turns") + (1 if kind.startswith(("agent_turn", "agent_answer")) else 0),
+            updated_at=timezone.now(),
+        )
+        if changed != 1:
+            raise StepLost(f"run {run.pk} moved past step {expected}")
+        RunStep.objects.create(
+            run=run,
+            index=expected,
+            kind=kind,
+            detail=detail,
+            tokens=tokens,
+            cost_usd=cost,
+            worker=WORKER,
+            started_at=started,
+        )
+        ticket = run.ticket
+        if reply is not None:
+            memory_services.message_append(
+                conversation=ticket.conversation, role=MessageRole.ASSISTANT, content=reply.text
+            )
+            ticket_fields = {**ticket_fields, "reply": reply.text, "sources": reply.sources}
+        if escalation is not None:
+            services.escalation_open(
+                ticket=ticket,
+                reason=escalation.reason,
+                detail=escalation.detail,
+                facts=escalation.facts,
+            )
+        if ticket_fields:
+            Ticket.objects.filter(pk=ticket.pk).update(**ticket_fields, updated_at=timezone.now())
+        if status == RunStatus.IDLE and _pending_message(ticket, checkpoint["answered_through"]):
+            # A message arrived while this step ran: answer it next.
+            Run.objects.filter(pk=run.pk).update(status=RunStatus.READY)
+            status = RunStatus.READY
+        if status == RunStatus.READY:
+            _enqueue(run, expected + 1)
+
+
+# --- one step ----------------------------------------------------------------------------------
+def _kill_switch_on(ticket: Ticket) -> bool:
+    return KillSwitch.objects.filter(
+        Q(scope=KillSwitchScope.GLOBAL)
+        | Q(scope=KillSwitchScope.CUSTOMER, customer=ticket.customer_id),
+        enabled=True,
+    ).exists()
+
+
+def _ctx(run: Run, ticket: Ticket, checkpoint: dict[str, Any]) -> llm.CallContext:
+    return llm.CallContext(
+        run_id=f"run-{run.pk}",
+        ticket_id=str(ticket.pk),
+        customer_ref=ticket.customer.ref,
+        deadline_at=dt.datetime.fromisoformat(checkpoint["deadline_at"]),
+    )
+
+
+def _begin_message(run: Run, ticket: Ticket, checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+    """If the run is between messages and one waits, start answering it (a new segment with its
+    own wall-clock deadline). Returns the updated checkpoint, or None when nothing waits."""
+    message = _pending_message(ticket, int(checkpoint.get("answered_through", 0)))
+    if message is None:
+        return None
+    deadline = timezone.now() + dt.timedelta(seconds=settings.SUPPORT_RUN_WALL_SECONDS)
+    return {
+        **checkpoint,
+        "message_seq": message.seq,
+        "message": message.content,
+        "fresh": True,
+        "deadline_at": deadline.isoformat(),
+        "phase": "lane" if checkpoint.get("awaiting") else "route",
+        "retries": 0,
+    }
+
+
+def _lane_step(env: StepEnv, lane: str, fresh: bool) -> StepOutcome:
+    if lane == Lane.FAQ:
+        return faq.step(env)
+    if lane == Lane.REFUND:
+        return refund.step(env)
+    return agent.step(env, fresh=fresh)
+
+
+def _route(env: StepEnv) -> StepOutcome:
+    decision = router.decide(text=env.message, complete=env.complete)
+    if decision.lane:
+        return StepOutcome(
+            kind="route",
+            state={},
+            next="continue",
+            lane=decision.lane,
+            route=decision.as_dict(),
+            detail=decision.as_dict(),
+        )
+    if env.checkpoint.get("clarified"):
+        # One clarifying question only: the agent takes what is still unclear.
+        fallback = router.Decision(
+            Lane.AGENT,
+            decision.confidence,
+            decision.tier,
+            f"still unclear after one question: {decision.reason}",
+        )
+        return StepOutcome(
+            kind="route",
+            state={},
+            next="continue",
+            lane=fallback.lane,
+            route=fallback.as_dict(),
+            detail=fallback.as_dict(),
+        )
+    return StepOutcome(
+        kind="route_clarify",
+        state={},
+        next="clarify",
+        reply=Reply(CLARIFY_REPLY),
+        route=decision.as_dict(),
+        detail=decision.as_dict(),
+    )
+
+
+def _human(draft_reason: str, detail: str, reply: str) -> StepOutcome:
+    return StepOutcome(
+        kind="escalate",
+        state={},
+        next="escalate",
+        reply=Reply(reply),
+        escalation=EscalationDraft(reason=draft_reason, detail=detail),
+    )
+
+
+def _compute(run: Run, ticket: Ticket, checkpoint: dict[str, Any]) -> tuple[StepOutcome, StepEnv]:
+    env = StepEnv(
+        run=run,
+        ticket=ticket,
+        customer=ticket.customer,
+        checkpoint=checkpoint,
+        message=str(checkpoint.get("message", "")),
+        ctx=_ctx(run, ticket, checkpoint),
+    )
+    fresh = bool(checkpoint.get("fresh"))
+    if _kill_switch_on(ticket):
+        return _human("kill_switch", "a kill switch is on", PAUSED_REPLY), env
+    if fresh and router.wants_human(env.message):
+        return _human("customer_asked", "the customer asked for a human", HUMAN_REPLY), env
+    if timezone.now() >= env.ctx.deadline_at:
+        partial = StepOutcome(kind="cap", state=env.state, next="escalate")
+        state = env.state
+        if checkpoint.get("lane") == Lane.AGENT:
+            return agent._capped(state, "wall_clock", "the run ran out of time"), env
+        partial.reply = Reply(agent.CAPPED_TAIL)
+        partial.escalation = EscalationDraft(
+            reason="cap_wall_clock", detail="the run ran out of time"
+        )
+        return partial, env
+    if checkpoint.get("phase") == "route":
+        return _route(env), env
+    return _lane_step(env, str(checkpoint.get("lane")), fresh), env
+
+
+def advance(*, run_id: int, step: int) -> str:
+    """Take step `step` of run `run_id` if it is this worker's to take. Returns what happened."""
+    if not claim(run_id=run_id, step=step):
+        return "not-claimed"
+    run = Run.objects.select_related("ticket__customer", "ticket__conversation").get(pk=run_id)
+    ticket = run.ticket
+    checkpoint = dict(run.checkpoint)
+    started = timezone.now()
+    if checkpoint.get("phase") in (None, "idle"):
+        begun = _begin_message(run, ticket, checkpoint)
+        if begun is None:
+            Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+                status=RunStatus.IDLE, lease_until=None, lease_owner=""
+            )
+            return "idle"
+        checkpoint = begun
+    try:
+        outcome, env = _compute(run, ticket, checkpoint)
+        _apply(
+            run=run,
+            ticket=ticket,
+            step=step,
+            checkpoint=checkpoint,
+            outcome=outcome,
+            env=env,
+            started=started,
+        )
+        return outcome.kind
+    except llm.Defer as exc:
+        _wait(
+            run,
+            step,
+            checkpoint,
+            seconds=exc.seconds,
+            reason=f"model provider asked to wait: {exc}",
+        )
+        return "waiting"
+    except llm.BudgetExhausted as exc:
+        return _budget(run, step, checkpoint, exc, started)
+    except llm.ModelUnavailable as exc:
+        return _retry_or_give_up(
+            run, step, checkpoint, started, f"model unavailable: {exc}", unavailable=True
+        )
+    except StepLost:
+        log.info("support.step_lost", run=run.pk, step=step)
+        return "lost"
+    except Exception as exc:
+        log.exception("support.step_failed", run=run.pk, step=step)
+        return _retry_or_give_up(
+            run,
+            step,
+            checkpoint,
+            started,
+            f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-4000:]}",
+            unavailable=False,
+        )
+
+
+_NEXT_TICKET_STATE = {
+    "reply": TicketState.ANSWERED,
+    "await_customer": TicketState.AWAITING_CUSTOMER,
+    "clarify": TicketState.AWAITING_CUSTOMER,
+    "await_approval": TicketState.AWAITING_APPROVAL,
+    "escalate": TicketState.ESCALATED,
+}
+
+
+def _apply(
+    *,
+    run: Run,
+    ticket: Ticket,
+    step: int,
+    checkpoint: dict[str, Any],
+    outcome: StepOutcome,
+    env: StepEnv,
+    started: dt.datetime,
+) -> None:
+    new = {**checkpoint, "fresh": False, "retries": 0}
+    versions = dict(new.get("versions") or {})
+    for call in env.calls:
+        versions.setdefault("prompts", {})[call["purpose"]] = call["prompt"]
+        versions.setdefault("models", {})[call["purpose"]] = call["model"]
+    if checkpoint.get("lane") == Lane.AGENT or outcome.lane == Lane.AGENT:
+        versions["tools"] = agent.tools.toolset_ref()
+    new["versions"] = versions
+    ticket_fields: dict[str, Any] = {}
+    lane = outcome.lane or checkpoint.get("lane") or ""
+    if outcome.lane:  # routed
+        new.update(
+            phase="lane",
+            lane=outcome.lane,
+            lane_state=checkpoint.get("lane_state")
+            if outcome.lane == checkpoint.get("lane")
+            else {},
+        )
+        ticket_fields.update(
+            lane=outcome.lane, route=outcome.route or {}, state=TicketState.IN_LANE
+        )
+        if not ticket.first_lane:
+            ticket_fields["first_lane"] = outcome.lane
+    elif outcome.next == "reroute":
+        new.update(phase="route", awaiting=None)
+    else:
+        new["lane_state"] = outcome.state
+    if outcome.refund_request_id:
+        ticket_fields["refund_request_id"] = outcome.refund_request_id
+    reply = outcome.reply
+    if reply is not None:
+        reply = _guarded(env, lane, reply, outcome.refund_request_id)
+    status = RunStatus.READY
+    if outcome.next in _NEXT_TICKET_STATE:
+        status = RunStatus.IDLE
+        ticket_fields["state"] = _NEXT_TICKET_STATE[outcome.next]
+        new.update(phase="idle", answered_through=int(new.get("message_seq", 0)))
+        new["awaiting"] = (
+            lane
+            if outcome.next in ("await_customer", "await_approval") and lane == Lane.REFUND
+            else None
+        )
+        if outcome.next == "clarify":
+            new["clarified"] = True
+        if outcome.next == "escalate":
+            new["awaiting"] = None
+    elif outcome.next == "continue" and ticket.state == TicketState.RECEIVED:
+        ticket_fields["state"] = TicketState.ROUTING
+    _commit(
+        run=run,
+        expected=step,
+        checkpoint=new,
+        status=status,
+        ticket_fields=ticket_fields,
+        reply=reply,
+        escalation=outcome.escalation,
+        kind=outcome.kind,
+        detail={**outcome.detail, "calls": env.calls} if env.calls else outcome.detail,
+        tokens=env.tokens,
+        cost=env.cost_usd,
+        started=started,
+    )
+
+
+def _release(
+    run: Run,
+    step: int,
+    checkpoint: dict[str, Any],
+    *,
+    status: str,
+    wake_at: dt.datetime | None,
+    reason: str,
+) -> None:
+    """Give the step back without committing it (it will be taken again)."""
+    Run.objects.filter(pk=run.pk, step=step, status=RunStatus.RUNNING, lease_owner=WORKER).update(
+        status=status,
+        checkpoint=checkpoint,
+        lease_until=None,
+        lease_owner="",
+        wake_at=wake_at,
+        wait_reason=reason[:200],
+        updated_at=timezone.now(),
+    )
+
+
+def _wait(run: Run, step: int, checkpoint: dict[str, Any], *, seconds: float, reason: str) -> None:
+    """A visible wait: the run says when it wakes; beat's sweep wakes it (a short wait is also
+    queued with a countdown well under the broker's visibility timeout)."""
+    wake = timezone.now() + dt.timedelta(seconds=max(seconds, 1.0))
+    _release(run, step, checkpoint, status=RunStatus.WAITING, wake_at=wake, reason=reason)
+    if seconds <= 60:
+        from support.tasks import advance_run
+
+        advance_run.apply_async((run.pk, step), countdown=max(seconds, 1.0))
+
+
+def _budget(
+    run: Run, step: int, checkpoint: dict[str, Any], exc: llm.BudgetExhausted, started: dt.datetime
+) -> str:
+    scope = str(getattr(exc, "scope", "") or exc)
+    if "run" in scope:
+        _fail_to_humans(
+            run,
+            step,
+            checkpoint,
+            started,
+            reason="cap_budget",
+            detail=f"the run's budget is used up ({scope})",
+        )
+        return "escalated"
+    now = timezone.now()
+    if "month" in scope:
+        _fail_to_humans(
+            run,
+            step,
+            checkpoint,
+            started,
+            reason="budget_monthly",
+            detail="the monthly model budget is used up",
+        )
+        return "escalated"
+    tomorrow = (now + dt.timedelta(days=1)).replace(hour=0, minute=0, second=5, microsecond=0)
+    _wait(
+        run,
+        step,
+        checkpoint,
+        seconds=(tomorrow - now).total_seconds(),
+        reason=f"model budget paused ({scope}); wakes when it resets",
+    )
+    return "waiting"
+
+
+def _fail_to_humans(
+    run: Run,
+    step: int,
+    checkpoint: dict[str, Any],
+    started: dt.datetime,
+    *,
+    reason: str,
+    detail: str,
+) -> None:
+    """Hand the ticket to staff with a holding reply (no model involved)."""
+    new = {
+        **checkpoint,
+        "phase": "idle",
+        "awaiting": None,
+        "fresh": False,
+        "answered_through": int(checkpoint.get("message_seq", 0)),
+    }
+    _commit(
+        run=run,
+        expected=step,
+        checkpoint=new,
+        status=RunStatus.IDLE,
+        ticket_fields={"state": TicketState.ESCALATED},
+        reply=Reply(UNAVAILABLE_REPLY),
+        escalation=EscalationDraft(reason=reason, detail=detail),
+        kind="escalate",
+        detail={"reason": reason, "detail": detail},
+        tokens=0,
+        cost=Decimal(0),
+        started=started,
+    )
+
+
+def _retry_or_give_up(
+    run: Run,
+    step: int,
+    checkpoint: dict[str, Any],
+    started: dt.datetime,
+    error: str,
+    *,
+    unavailable: bool,
+) -> str:
+    retries = int(checkpoint.get("retries", 0)) + 1
+    if retries <= settings.SUPPORT_STEP_RETRIES:
+        _wait(
+            run,
+            step,
+            {**checkpoint, "retries": retries},
+            seconds=2.0**retries,
+            reason=f"retry {retries}: {error.splitlines()[0][:150]}",
+        )
+        return "retrying"
+    if unavailable:
+        try:
+            _fail_to_humans(
+                run, step, checkpoint, started, reason="model_unavailable", detail=error[:500]
+            )
+        except StepLost:
+            return "lost"
+        return "escalated"
+    dead_letter(run=run, step=step, checkpoint=checkpoint, error=error)
+    return "dead-letter"
+
+
+def dead_letter(*, run: Run, step: int, checkpoint: dict[str, Any], error: str) -> None:
+    """A run that failed for good: record it with its last checkpoint; the customer is told."""
+    with transaction.atomic():
+        changed = Run.objects.filter(pk=run.pk, step=step, status=RunStatus.RUNNING).update(
+            status=RunStatus.FAILED, lease_until=None, lease_owner="", updated_at=timezone.now()
+        )
+        if changed != 1:
+            return
+        DeadLetter.objects.create(run=run, error=error, step=step, checkpoint=checkpoint)
+        Ticket.objects.filter(pk=run.ticket_id).update(
+            state=TicketState.FAILED, updated_at=timezone.now()
+        )
+        memory_services.message_append(
+            conversation=run.ticket.conversation,
+            role=MessageRole.ASSISTANT,
+            content=UNAVAILABLE_REPLY,
+        )
+    log.error("support.dead_letter", run=run.pk, step=step, error=error.splitlines()[0][:200])
