@@ -124,10 +124,15 @@ def run_agent(
     thinking: bool = False,
     extra_headers: dict[str, str] | None = None,
     max_turns: int = 8,
+    tools: list[dict[str, Any]] | None = None,
+    turns: list[list[str]] | None = None,
+    error_payloads: dict[str, Any] | None = None,
 ) -> tuple[list[tuple[str, dict[str, Any]]], Any]:
     """Drive the simulator through a tool loop; returns (tool calls made, final message).
 
     `results` maps tool name -> the JSON its tool returns; tools in `errors` return is_error.
+    `error_payloads` gives an erroring tool's own error body (default {"error": "lookup failed"}).
+    `tools` defaults to `lookup_tools()`; `turns`, if given, collects the tool names of each turn.
     """
     messages: list[dict[str, Any]] = [{"role": "user", "content": user}]
     calls: list[tuple[str, dict[str, Any]]] = []
@@ -137,7 +142,7 @@ def run_agent(
         message = client.messages.create(
             model="claude-sonnet-5-5",
             max_tokens=2000,
-            tools=lookup_tools(),
+            tools=lookup_tools() if tools is None else tools,
             messages=messages,
             extra_headers=extra_headers or {},
             **extra,
@@ -147,13 +152,17 @@ def run_agent(
         if message.stop_reason != "tool_use":
             break
         calls.extend((b.name, dict(b.input)) for b in uses)
+        if turns is not None:
+            turns.append([b.name for b in uses])
         messages.append(
             {
                 "role": "user",
                 "content": [
                     tool_result(
                         b.id,
-                        {"error": "lookup failed"} if b.name in errors else results[b.name],
+                        (error_payloads or {}).get(b.name, {"error": "lookup failed"})
+                        if b.name in errors
+                        else results[b.name],
                         is_error=b.name in errors,
                     )
                     for b in uses

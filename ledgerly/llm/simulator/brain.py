@@ -331,24 +331,23 @@ def _lookup_priority(name: str) -> int:
     return 50
 
 
-# What a lookup's result can supply, by what the tool is named after: a tool whose input has an
-# unfilled property naming one of these waits for that lookup (list_charges(customer_id) waits
-# for get_customer); lookups that wait for nothing are independent and may go in any order.
-SUBJECTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("customer", ("customer", "account")),
-    ("account", ("customer", "account")),
-    ("invoice", ("invoice",)),
-    ("charge", ("charge", "payment")),
-    ("payment", ("charge", "payment")),
-    ("subscription", ("subscription", "plan")),
-)
+# A lookup named after the customer or account supplies the ids other lookups take: a tool with
+# an unfilled property naming them waits for it (list_charges(customer_id) waits for
+# get_customer). Optional filters are not taken from results (see _narrows), so nothing else
+# waits; lookups that wait for nothing are independent and may go in any order.
+IDENTITY = ("customer", "account")
 
 
 def _supplies(name: str) -> tuple[str, ...]:
     low = name.lower()
-    if "memor" in low:
+    if "memor" in low or not any(word in low for word in IDENTITY):
         return ()
-    return next((words for word, words in SUBJECTS if word in low), ())
+    return IDENTITY
+
+
+def _narrows(prop: str) -> bool:
+    low = prop.lower()
+    return any(k in low for k in ("invoice", "charge", "payment", "ref"))
 
 
 def _topic_relevant(name: str, ctx: Context) -> bool:
@@ -394,31 +393,39 @@ class Charge:
         return ""
 
     @property
-    def _refunded_key(self) -> str:
-        """The key of the amount already refunded (`refunded_amount`, `amount_refunded`)."""
-        return next(
-            (
-                k
-                for k in self.data
-                if "refunded" in k.lower()
-                and ("amount" in k.lower() or "cent" in k.lower())
-                and _decimal(self.data[k]) is not None
-            ),
-            "",
-        )
+    def _refund_keys(self) -> list[str]:
+        """Keys of amounts already refunded or in flight (`refunded_amount`,
+        `refund_pending_amount`); a refundable/remaining amount is not one of them."""
+        return [
+            k
+            for k in self.data
+            if "refund" in k.lower()
+            and "refundable" not in k.lower()
+            and ("amount" in k.lower() or "cent" in k.lower())
+            and _decimal(self.data[k]) is not None
+        ]
+
+    @property
+    def _refunded(self) -> Decimal:
+        """What is refunded or in flight, in the unit of the charge's amount."""
+        key = self.amount_key
+        total = Decimal(0)
+        for name in self._refund_keys:
+            value = _decimal(self.data[name]) or Decimal(0)
+            if "cent" in name.lower() and "cent" not in key.lower():
+                value = value / 100
+            elif "cent" in key.lower() and "cent" not in name.lower():
+                value = value * 100
+            total += value
+        return total
 
     def _remaining(self) -> Any:
-        """The charge's amount less what was refunded, written like the amount ("9.00")."""
+        """The charge's amount less refunds done or in flight, written like it ("9.00")."""
         key = self.amount_key
         total = _decimal(self.data.get(key))
-        refunded = _decimal(self.data.get(self._refunded_key))
-        if total is None or refunded is None:
+        if total is None or not self._refund_keys:
             return None
-        if "cent" in self._refunded_key.lower() and "cent" not in key.lower():
-            refunded = refunded / 100
-        elif "cent" in key.lower() and "cent" not in self._refunded_key.lower():
-            refunded = refunded * 100
-        left = total - refunded
+        left = total - self._refunded
         exponent = total.as_tuple().exponent
         if isinstance(exponent, int):
             left = left.quantize(Decimal(1).scaleb(exponent))  # "19.00" - "10.00" -> "9.00"
@@ -432,7 +439,7 @@ class Charge:
     def amount_for(self, prop: str) -> Any:
         keys = list(self.data)
         prefer = [k for k in keys if "refundable" in k.lower() or "remaining" in k.lower()]
-        if not prefer and self._refunded_key and _decimal(self.data[self._refunded_key]):
+        if not prefer and self._refunded:
             # Only what is left of the charge can be refunded (partial refunds happen).
             remaining = self._remaining()
             if remaining is not None:
@@ -497,7 +504,7 @@ class Charge:
         status = str(self.data.get("status", "")).lower()
         if status in ("refunded", "fully_refunded"):
             return True
-        remaining = _decimal(self._remaining()) if self._refunded_key else None
+        remaining = _decimal(self._remaining())
         return remaining is not None and remaining <= 0
 
     @property
@@ -511,6 +518,21 @@ class Charge:
         if key and _decimal(self.data[key]) == 0:
             return str(self.data.get("reason") or self.data.get("policy") or "")
         return None
+
+
+def _later(pair: list[Charge], charges: list[Charge]) -> Charge:
+    """The later of same-amount, same-invoice charges: the duplicate.
+
+    By timestamp when they differ; on a tie (dates without times) by the list's order, which a
+    newest-first listing shows by its other rows; else the last one listed.
+    """
+    whens = [c.when for c in pair]
+    if all(whens) and len(set(whens)) == len(whens):
+        return max(pair, key=lambda c: c.when)
+    listed = [c.when for c in charges]
+    if all(listed) and len(set(listed)) > 1 and listed == sorted(listed, reverse=True):
+        return pair[0]
+    return pair[-1]
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -576,6 +598,9 @@ class Target:
     doubt: str
 
 
+POLICY_REFUSAL = re.compile(
+    r"polic|not allow|not eligible|ineligible|not refundable|window|too old|past the|exceed", re.I
+)
 REFUND_APPROVED = ("approved", "issued", "refunded", "succeeded", "completed", "processed")
 REFUND_DECLINED = ("rejected", "denied", "declined", "refused", "failed", "canceled", "cancelled")
 
@@ -716,6 +741,11 @@ class Agent:
         args: dict[str, Any] = {}
         for prop, sub in properties.items():
             value = self._value_for(prop, sub)
+            if value is not None and prop not in required and _narrows(prop):
+                # An optional filter (list_charges(invoice_number)) is used only for what the
+                # customer named: filling it from an earlier result could hide the charge at
+                # issue behind another invoice.
+                value = value if str(value) in self.ctx.customer_text else None
             if value is None:
                 if prop in required:
                     return None
@@ -835,7 +865,7 @@ class Agent:
             groups.setdefault((amount, charge.invoice), []).append(charge)
         duplicates = [g for g in groups.values() if len(g) > 1 and g[0].invoice]
         if len(duplicates) == 1:
-            later = duplicates[0][-1]
+            later = _later(duplicates[0], charges)
             ids = ", ".join(c.id for c in duplicates[0])
             return Target(
                 later,
@@ -916,6 +946,9 @@ class Agent:
                     args[prop] = SchemaFiller(
                         self.ctx, Answers(reason=target.why), root=schema
                     ).fill(sub, prop)
+            limit = sub.get("maxLength")
+            if isinstance(args.get(prop), str) and isinstance(limit, int):
+                args[prop] = args[prop][:limit]
         return args
 
     def _confidence(self, prop: str, value: float, schema: dict[str, Any]) -> float:
@@ -945,28 +978,26 @@ class Agent:
             "",
         )
         text = _escalated_text(reason, self.voice)
-        if refund is not None:
-            text = self._final_refund(refund).text + " " + text
+        told = self._final_refund(refund).text if refund is not None else ""
+        if told:
+            text = f"{told} {text}"
         return Step("Escalated; telling the customer what happens next.", [], text)
 
     def _final_refund(self, call: ToolCall) -> Step:
         voice = self.voice
         result = self.ctx.result_for(call)
         charge = next((str(v) for k, v in call.input.items() if "charge" in k.lower()), "")
-        amount = next((str(v) for k, v in call.input.items() if "amount" in k.lower()), "")
         if result is not None and result.is_error:
-            return Step("The refund proposal was refused.", [], voice.say("refund_refused"))
-        state, status = refund_state(result.data if result is not None else None)
+            return self._refund_refused(_error_text(result.text, result.data))
+        data = result.data if result is not None else None
+        state, status = refund_state(data)
+        # What the refund system recorded wins over what was asked (its policy sets the amount).
+        recorded = [d for d in walk(data) if isinstance(d.get("amount"), str | int | float)]
+        asked = next((str(v) for k, v in call.input.items() if "amount" in k.lower()), "")
+        amount = str(recorded[0]["amount"]) if recorded else asked
         currency = next(
-            (str(v) for k, v in call.input.items() if "currency" in k.lower() and v), ""
-        ) or next(
-            (
-                str(d["currency"])
-                for d in walk(result.data if result is not None else None)
-                if isinstance(d.get("currency"), str)
-            ),
-            "",
-        )
+            (str(d["currency"]) for d in walk(data) if isinstance(d.get("currency"), str)), ""
+        ) or next((str(v) for k, v in call.input.items() if "currency" in k.lower() and v), "")
         if currency and currency not in amount:
             amount = f"{amount} {currency}"
         submitted = voice.say("refund_submitted", amount=amount, charge=charge)
@@ -975,6 +1006,29 @@ class Agent:
         else:
             outcome = voice.say(f"refund_{state}")
         return Step("Refund proposed; telling the customer.", [], f"{submitted} {outcome}")
+
+    def _refund_refused(self, error: str) -> Step:
+        """The refund tool said no. A policy refusal is the answer; anything else goes to a
+        person through the escalation tool (never claimed without calling it)."""
+        if POLICY_REFUSAL.search(error):
+            head, colon, tail = error.strip().partition(": ")
+            # "the refund policy does not allow it: <why>" -> tell the customer <why>.
+            detail = (tail if colon and tail and POLICY_REFUSAL.search(head) else error).strip()
+            detail = detail.rstrip(".")
+            return Step(
+                "The refund policy does not allow this refund.",
+                [],
+                self.voice.say("refund_not_allowed", detail=detail),
+            )
+        escalate = _escalation_tool(self.tools)
+        if escalate is not None:
+            return self._escalate(
+                escalate,
+                f"The refund request failed ({error.strip()[:160]}).",
+                doubt="High: the refund tool returned an error.",
+                confidence=0.5,
+            )
+        return Step("The refund proposal was refused.", [], self.voice.say("refund_refused"))
 
     def _findings_text(self, charges: list[Charge]) -> str:
         voice = self.voice
@@ -1004,6 +1058,14 @@ class Agent:
             for c in charges[:5]
         )
         return voice.say("charges_listed", listed=listed)
+
+
+def _error_text(text: str, data: Any) -> str:
+    if isinstance(data, dict):
+        for key in ("error", "message", "detail"):
+            if isinstance(data.get(key), str):
+                return str(data[key])
+    return text
 
 
 def _escalated_text(reason: str, voice: Variation) -> str:

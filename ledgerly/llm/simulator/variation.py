@@ -302,6 +302,14 @@ PHRASES: dict[str, tuple[str, ...]] = {
         "support team to look at.",
         "The request came back as {status}, so a person from our support team will look at it.",
     ),
+    "refund_not_allowed": (
+        "I checked, and a refund isn't possible here: {detail}. If you think this is wrong, I "
+        "can bring in a person from our support team.",
+        "I'm sorry, but this charge can't be refunded: {detail}. If you believe that's a "
+        "mistake, I can bring in a person from our support team.",
+        "Unfortunately our refund policy doesn't allow a refund here: {detail}. I can bring in "
+        "a person from our support team if you'd like a second look.",
+    ),
     "refund_refused": (
         "I wasn't able to submit that refund request, so I've asked a person from our support "
         "team to look at it; they will follow up with you here.",
