@@ -520,19 +520,32 @@ class Charge:
         return None
 
 
-def _later(pair: list[Charge], charges: list[Charge]) -> Charge:
+NEWEST_FIRST = re.compile(r"newest first|most recent first|latest first|descending", re.I)
+
+
+def _lists_newest_first(tools: list[dict[str, Any]]) -> bool:
+    """Whether a charge-listing tool says it lists newest first (its description)."""
+    return any(
+        re.search(r"charge|payment", f"{t.get('name')} {t.get('description', '')}", re.I)
+        and NEWEST_FIRST.search(str(t.get("description", "")))
+        for t in tools
+        if tool_kind(str(t.get("name"))) == "lookup"
+    )
+
+
+def _later(pair: list[Charge], charges: list[Charge], *, newest_first: bool) -> Charge:
     """The later of same-amount, same-invoice charges: the duplicate.
 
-    By timestamp when they differ; on a tie (dates without times) by the list's order, which a
-    newest-first listing shows by its other rows; else the last one listed.
+    By timestamp when they differ; on a tie (dates without times) by the list's order, which the
+    tool's description or the other rows' dates tell; else the last one listed.
     """
     whens = [c.when for c in pair]
     if all(whens) and len(set(whens)) == len(whens):
         return max(pair, key=lambda c: c.when)
     listed = [c.when for c in charges]
-    if all(listed) and len(set(listed)) > 1 and listed == sorted(listed, reverse=True):
-        return pair[0]
-    return pair[-1]
+    if all(listed) and len(set(listed)) > 1:
+        newest_first = listed == sorted(listed, reverse=True)
+    return pair[0] if newest_first else pair[-1]
 
 
 def _decimal(value: Any) -> Decimal | None:
@@ -598,6 +611,13 @@ class Target:
     doubt: str
 
 
+INFO_QUESTION = re.compile(r"^\s*(how|when|what|where|which|is|are|do|does)\b", re.I)
+REFUND_REQUEST = re.compile(
+    r"refund (me|us|my|it|this|that|the)\b|(want|like|need|get|have|request|give me) "
+    r"(a |my |the )?(full |partial )?refund|money back|charged (me )?twice|double[- ]charg|"
+    r"duplicate|please refund|refund,? please",
+    re.I,
+)
 POLICY_REFUSAL = re.compile(
     r"polic|not allow|not eligible|ineligible|not refundable|window|too old|past the|exceed", re.I
 )
@@ -811,7 +831,13 @@ class Agent:
                 confidence=0.95,
             )
         # A general question about refunds ("how long do refunds take?") is answered, not acted on.
-        general_question = self.signals.question and not self.signals.personal
+        general_question = self.signals.question and (
+            not self.signals.personal
+            or bool(
+                INFO_QUESTION.match(ctx.last_user_text)
+                and not REFUND_REQUEST.search(ctx.customer_text)
+            )
+        )
         if not self.signals.refund or general_question:
             return Step(voice.say("findings_narration"), [], self._findings_text(charges))
         settled = [c for c in charges if c.settled]
@@ -865,7 +891,7 @@ class Agent:
             groups.setdefault((amount, charge.invoice), []).append(charge)
         duplicates = [g for g in groups.values() if len(g) > 1 and g[0].invoice]
         if len(duplicates) == 1:
-            later = _later(duplicates[0], charges)
+            later = _later(duplicates[0], charges, newest_first=_lists_newest_first(self.tools))
             ids = ", ".join(c.id for c in duplicates[0])
             return Target(
                 later,
