@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
+from django.utils import timezone
 
 from billing import selectors as billing_selectors
 from billing.models import Customer, Plan, RefundRequest, RefundRequestState
@@ -156,6 +157,19 @@ def own_refs(customer: Customer) -> set[str]:
     return {r.lower() for r in refs}
 
 
+def record_days(customer: Customer) -> set[int]:
+    """Day counts the records themselves give: each charge's age, days to its next retry."""
+    today = timezone.now().date()
+    days: set[int] = set()
+    for charged_at, next_retry_at in billing_selectors.charges_for_customer(
+        customer=customer
+    ).values_list("charged_at", "next_retry_at")[:50]:
+        days.add((today - charged_at.date()).days)
+        if next_retry_at is not None:
+            days.add(max((next_retry_at.date() - today).days, 0))
+    return days
+
+
 def check(
     *,
     text: str,
@@ -183,7 +197,7 @@ def check(
             r"refund|money|credit|back|receive|arriv|appear|decid|review", sentence, re.I
         ):
             violations.append(f"promises a date the policy does not give: {promise.group(0)!r}")
-    allowed_days = POLICY_DAY_NUMBERS | (extra_days or set())
+    allowed_days = POLICY_DAY_NUMBERS | (extra_days or set()) | record_days(customer)
     for match in _DAYS.finditer(text):
         numbers = {int(n) for n in match.groups()[:2] if n}
         if numbers - allowed_days:

@@ -76,9 +76,12 @@ _OTHER_PERSONAL = {
     ),
     "export": re.compile(r"\b(export|download (?:all )?my data)\b", re.I),
 }
+# Something that happened to this customer's account (not just "my card" in a how-to question).
 _PERSONAL = re.compile(
-    r"\b(my|mine|me|our|us|i was|i've been|i got|i paid|we paid|mi|mis|me cobr\w+|mein\w*|mir|"
-    r"mon|ma|mes|meu|minha)\b|\b(ch|cus|re)_[a-z0-9_]+|\binv-[a-z0-9-]+",
+    r"\b(i was|i've been|i have been|i got|i paid|we paid|we were|i received|i see|i noticed|"
+    r"charged|billed|debited|took|taken|my (?:last|latest|recent|current) (?:invoice|charge|payment|"
+    r"bill)|my account (?:is|was|has)|me cobr\w+|wurde|wurden|abgebucht|on m'a|j'ai été|fui cobrad\w*)"
+    r"\b|\b(ch|cus|re)_[a-z0-9_]+|\binv-[a-z0-9-]+",
     re.I,
 )
 _QUESTION = re.compile(
