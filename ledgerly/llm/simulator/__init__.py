@@ -1,4 +1,4 @@
-"""An offline, deterministic simulator of the Anthropic Messages API (not Claude).
+"""An offline simulator of the Anthropic Messages API (not Claude), deterministic per seed.
 
 Two ways in, one behaviour (`handler.Simulator.handle`):
 
@@ -23,12 +23,24 @@ Per-request controls (request headers; the SDK's `extra_headers`):
 - `x-sim-retry-after: S` — retry-after seconds on 429/529 faults (default 2; floats allowed).
 - `x-sim-latency-ms: MS` — fixed latency for this request (overrides the distribution).
 - `x-sim-mode: competent|adversarial`.
+- `x-sim-seed: N` — which sample of the competent model answers (overrides LLM_SIMULATOR_SEED).
+  0 is the historic deterministic answer. Any other N varies, deterministically per (N,
+  request): the wording of its own prose (greetings, connectives, synonyms, the order of
+  independent sentences; never the amounts, ids, dates, numbers or `[slug]` citations in it),
+  the order of independent read-only tool calls and whether two go out in one turn, and the
+  confidence in structured outputs and tool inputs (±0.1, clamped; the label never changes).
+  Streaming or not does not change the sample. The adversarial mode is not varied.
+- `x-sim-fault-rate: R` — random transient faults (LLM_SIMULATOR_RANDOM_FAULTS) at rate R in
+  [0, 1] for this request (overrides LLM_SIMULATOR_FAULT_RATE). Decided by (seed, request body,
+  attempt number): the n-th time the simulator sees the same body under the same seed always
+  has the same outcome, and an SDK retry (same body) rolls again, so it can succeed.
 Programmatic: `transport.inject(fault, times=1)` queues faults for the next POST /v1/messages
 calls on that transport (a request with its own x-sim-fault header does not consume them).
 
 Settings (environment, read by `SimulatorConfig.from_env()`): LLM_SIMULATOR_LATENCY_MEDIAN_MS
 (0), LLM_SIMULATOR_LATENCY_SIGMA (0.5), LLM_SIMULATOR_FAULT_RATE (0), LLM_SIMULATOR_RANDOM_FAULTS
-(overloaded,rate_limited,server_error), LLM_SIMULATOR_MODE (competent), LLM_SIMULATOR_SEED (0),
+(overloaded,rate_limited,server_error), LLM_SIMULATOR_MODE (competent), LLM_SIMULATOR_SEED (0:
+no variation; also seeds the latency draws),
 LLM_SIMULATOR_RPM (4000), LLM_SIMULATOR_INPUT_TPM (2000000), LLM_SIMULATOR_OUTPUT_TPM (400000),
 LLM_SIMULATOR_BATCH_DELAY_S (0).
 

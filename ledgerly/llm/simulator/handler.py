@@ -3,6 +3,10 @@
 `Simulator.handle()` is shared by the in-process `SimulatorTransport` and the HTTP server, so
 both speak exactly the same API. All state (prompt cache, rate-limit buckets, fault counters,
 batches) belongs to one `Simulator` instance.
+
+Per request, `x-sim-seed: N` picks the sample of the answer (variation.py; 0 = none) and
+`x-sim-fault-rate: R` the rate of random transient faults, decided per (seed, request body,
+attempt number); both override the settings. The package docstring lists every control.
 """
 
 from __future__ import annotations
