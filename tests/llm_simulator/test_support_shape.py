@@ -310,3 +310,20 @@ def test_seeds_vary_the_order_and_batching_of_the_lookups(client: anthropic.Anth
 
     assert len(runs) >= 3
     assert any(len(turn) == 2 for run in runs for turn in run)
+
+
+@pytest.mark.parametrize(
+    ("user", "recalled"),
+    [
+        ("As I told you last time, I was charged twice this month. Refund please.", True),
+        (ASK, False),
+    ],
+    ids=["refers_to_an_earlier_conversation", "does_not"],
+)
+def test_customer_memory_is_recalled_when_the_customer_refers_to_earlier_conversations(
+    client: anthropic.Anthropic, user: str, recalled: bool
+) -> None:
+    calls, _ = _run(client, 0, user=user, results=_results(DUPLICATE, PROPOSED))
+
+    assert ("recall_customer_memory" in [name for name, _ in calls]) is recalled
+    assert calls[-1][0] == "propose_refund"

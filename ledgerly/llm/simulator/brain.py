@@ -350,9 +350,20 @@ def _narrows(prop: str) -> bool:
     return any(k in low for k in ("invoice", "charge", "payment", "ref"))
 
 
+EARLIER = re.compile(
+    r"\b(last time|before|again|still|earlier|previous(ly)?|you said|mentioned|remember|"
+    r"told you|already asked)\b",
+    re.I,
+)
+
+
 def _topic_relevant(name: str, ctx: Context) -> bool:
     low = name.lower()
     text = (ctx.customer_text + "\n" + ctx.results_text).lower()
+    if "memor" in low:
+        # Earlier conversations matter when the customer refers to them; otherwise the turn
+        # is better spent (agent runs have a turn limit).
+        return bool(EARLIER.search(ctx.customer_text))
     if "invoice" in low:
         return bool(re.search(r"invoice|inv-|vat|receipt|billing address", text))
     if "subscription" in low or "plan" in low:
