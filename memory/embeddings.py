@@ -17,14 +17,20 @@ import hashlib
 import itertools
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from billing.models import Customer
+
+MINILM_DIM = 384
 
 
 class EmbeddingError(Exception):
@@ -39,7 +45,7 @@ class EmbeddingProviderUnavailable(EmbeddingError):
     permanent = False
 
 
-class EmbeddingProvider(Protocol):
+class EmbeddingProvider(Hashable, Protocol):
     """What every provider offers. `embed` takes a batch and returns one row per text."""
 
     model_id: str
@@ -151,16 +157,40 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def embed_texts(texts: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
+def minilm_provider() -> EmbeddingProvider | None:
+    """all-MiniLM-L6-v2, the second encoder help-center retrieval fuses with the configured
+    provider (selectors.passages_search); None when the configured provider is MiniLM already."""
+    if settings.EMBEDDING_PROVIDER == "minilm":
+        return None
+    return _provider_for("minilm", MINILM_DIM)
+
+
+def index_model_id() -> str:
+    """Which encoders a help-center chunk is embedded with: an article indexed under another
+    combination is stale and re-indexed by the next ingest."""
+    second = minilm_provider()
+    primary = get_provider().model_id
+    return primary if second is None else f"{primary}+{second.model_id}"
+
+
+def embed_texts(
+    texts: Sequence[str],
+    *,
+    use_cache: bool = True,
+    owner: Customer | None = None,
+    provider: EmbeddingProvider | None = None,
+) -> np.ndarray:
     """Embed `texts` (any number) in batches of EMBEDDING_BATCH_SIZE; rows are unit vectors.
 
     Cached vectors are read from the Postgres cache in one query; only the misses reach the
     provider, and they are written back (a concurrent writer of the same text is harmless: the
-    insert ignores conflicts).
+    insert ignores conflicts). `owner` is the customer the texts belong to (their memories):
+    their rows are kept apart, reused only for them, and deleted by `customer_forget`; public
+    texts have none. `provider` defaults to the configured one.
     """
     from memory.models import EmbeddingCacheEntry
 
-    provider = get_provider()
+    provider = provider or get_provider()
     result = np.zeros((len(texts), provider.dim), dtype=np.float32)
     if not texts:
         return result
@@ -168,7 +198,7 @@ def embed_texts(texts: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
     found: dict[str, np.ndarray] = {}
     if use_cache:
         for h, vector in EmbeddingCacheEntry.objects.filter(
-            model_id=provider.model_id, content_hash__in=set(hashes)
+            model_id=provider.model_id, content_hash__in=set(hashes), owner=owner
         ).values_list("content_hash", "embedding"):
             found[h] = np.asarray(vector, dtype=np.float32)
     missing: dict[str, str] = {}
@@ -186,7 +216,7 @@ def embed_texts(texts: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
                 found[h] = vector
                 new_rows.append(
                     EmbeddingCacheEntry(
-                        model_id=provider.model_id, content_hash=h, embedding=vector
+                        model_id=provider.model_id, content_hash=h, embedding=vector, owner=owner
                     )
                 )
         if use_cache:
@@ -196,24 +226,54 @@ def embed_texts(texts: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
     return result
 
 
+_passage_memo: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+_passage_memo_lock = threading.Lock()
+_PASSAGE_MEMO_SIZE = 4096
+
+
+def embed_passages(texts: Sequence[str], *, provider: EmbeddingProvider) -> np.ndarray:
+    """Public help-center passages under `provider`, through an in-process memo in front of
+    the Postgres cache: MiniLM takes ~45 ms a passage on 2 cores, and a process re-indexing the
+    same passages (tests, a re-ingest after a rolled-back one) should pay that once."""
+    keys = [(provider.model_id, content_hash(t)) for t in texts]
+    with _passage_memo_lock:
+        known = {key: _passage_memo[key] for key in keys if key in _passage_memo}
+    todo = [t for t, key in zip(texts, keys, strict=True) if key not in known]
+    if todo:
+        for text, vector in zip(todo, embed_texts(todo, provider=provider), strict=True):
+            known[(provider.model_id, content_hash(text))] = vector
+        with _passage_memo_lock:
+            for key, vector in known.items():
+                _passage_memo[key] = vector
+                _passage_memo.move_to_end(key)
+            while len(_passage_memo) > _PASSAGE_MEMO_SIZE:
+                _passage_memo.popitem(last=False)
+    return np.stack([known[key] for key in keys]) if keys else np.zeros((0, provider.dim))
+
+
 def embed_text(text: str) -> np.ndarray:
     """One text's unit vector (through the same cache)."""
     return embed_texts([text])[0]
 
 
-def embed_query(text: str) -> np.ndarray:
+def embed_query(text: str, *, provider: EmbeddingProvider | None = None) -> np.ndarray:
     """A search query's unit vector: an in-process LRU instead of the Postgres cache.
 
     Queries are mostly one-offs (customers' questions): storing each would grow the table
     without reuse, and for a local model a cache round trip costs more than embedding.
+    `provider` defaults to the configured one.
     """
-    provider = get_provider()
-    return _query_lru(provider.model_id, text).copy()
+    provider = provider or get_provider()
+    return _query_lru(provider, text).copy()
+
+
+def clear_query_cache() -> None:
+    """Forget every query vector of this process (benchmarks time cold queries)."""
+    _query_lru.cache_clear()
 
 
 @lru_cache(maxsize=2048)
-def _query_lru(model_id: str, text: str) -> np.ndarray:
-    provider = get_provider()
-    if provider.model_id != model_id:  # settings changed since; never mix models
-        raise ImproperlyConfigured("embedding provider changed while a query was embedded")
+def _query_lru(provider: EmbeddingProvider, text: str) -> np.ndarray:
+    # Keyed by the provider object (one per model and dimension, see _provider_for), so a
+    # settings change can never mix two models' vectors.
     return provider.embed([text])[0]

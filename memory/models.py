@@ -13,20 +13,37 @@ from django.db import models
 from pgvector.django import HnswIndex, VectorField
 
 EMBEDDING_DIM = 256  # must equal settings.EMBEDDING_DIM; the adapter checks the provider
+MINILM_DIM = 384
 
 
 class EmbeddingCacheEntry(models.Model):
-    """One text's vector under one model. Any dimension, so providers can coexist."""
+    """One text's vector under one model. Any dimension, so providers can coexist.
+
+    `owner` is the customer a text was embedded for (their memories); null for public texts
+    (help-center passages, generic FAQ questions). A customer's rows are looked up and reused
+    only for that customer, so `customer_forget` can delete every vector of their texts (the
+    row holds no text, but its hash names it) and the deletion of a customer cascades.
+    """
 
     model_id = models.CharField(max_length=100)
     content_hash = models.CharField(max_length=64)
     embedding = VectorField()
+    owner = models.ForeignKey(
+        "billing.Customer",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         constraints = [
+            # NULLS NOT DISTINCT: one public row per (model, text), as before the owner column.
             models.UniqueConstraint(
-                fields=["model_id", "content_hash"], name="memory_embedding_cache_unique"
+                fields=["model_id", "content_hash", "owner"],
+                name="memory_embedding_cache_owner_unique",
+                nulls_distinct=False,
             )
         ]
 
@@ -78,6 +95,9 @@ class Chunk(models.Model):
     heading = models.CharField(max_length=200, blank=True, default="")
     text = models.TextField()
     embedding = VectorField(dimensions=EMBEDDING_DIM)
+    # The passage under all-MiniLM-L6-v2, the second encoder retrieval fuses with `embedding`
+    # (see selectors.passages_search); null when the configured provider is MiniLM itself.
+    minilm_embedding = VectorField(dimensions=MINILM_DIM, null=True)
     search_vector = SearchVectorField(null=True)
 
     class Meta:
@@ -111,6 +131,9 @@ class SemanticCacheEntry(models.Model):
     prompt_version = models.CharField(max_length=100)
     kb_version = models.PositiveIntegerField()
     model_id = models.CharField(max_length=100)  # the embedding model of `embedding`
+    # The pinned model id that wrote `answer`: an answer is served only for the same model
+    # (rows from before this column have "" and are never served).
+    answer_model = models.CharField(max_length=100, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     hits = models.PositiveIntegerField(default=0)
@@ -118,8 +141,14 @@ class SemanticCacheEntry(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["question_hash", "prompt_version", "kb_version", "model_id"],
-                name="memory_semantic_cache_unique",
+                fields=[
+                    "question_hash",
+                    "prompt_version",
+                    "kb_version",
+                    "model_id",
+                    "answer_model",
+                ],
+                name="memory_semantic_cache_model_unique",
             )
         ]
         indexes = [
@@ -149,6 +178,12 @@ class SemanticCacheLookup(models.Model):
     reason = models.CharField(max_length=40)  # hit, below_threshold, guard_mismatch, empty, ...
     prompt_version = models.CharField(max_length=100)
     kb_version = models.PositiveIntegerField()
+    answer_model = models.CharField(max_length=100, default="")
+    # Who asked, when the caller knows (the FAQ lane does): `customer_forget` deletes their
+    # rows. Older rows have none and are matched by their text instead.
+    customer = models.ForeignKey(
+        "billing.Customer", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     def __str__(self) -> str:

@@ -6,19 +6,22 @@ instance to be read, never a queryset to be filtered further by a caller.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Avg, Count
 from django.utils import timezone
 
-from memory import embeddings
+from memory import embeddings, hot, query_rewrite
 from memory.models import (
     Article,
     Chunk,
@@ -30,6 +33,8 @@ from memory.models import (
 
 if TYPE_CHECKING:
     from billing.models import Customer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,25 @@ _VECTOR_SQL = """
     LIMIT %s
 """
 
+# The two encoders' cosine similarities, averaged. No index can order by this sum, so it is an
+# exact scan: the help center is a few hundred passages at most (72 today), which Postgres
+# scores in about a millisecond; a knowledge base of many thousands of passages would take the
+# union of both HNSW indexes' candidates instead. A chunk not yet embedded by the second
+# encoder counts with its first similarity twice.
+_FUSED_SQL = """
+    SELECT c.id,
+        %s * (1 - (c.embedding <=> %s::vector))
+        + %s * COALESCE(1 - (c.minilm_embedding <=> %s::vector), 1 - (c.embedding <=> %s::vector))
+        AS similarity
+    FROM memory_chunk c
+    ORDER BY similarity DESC, c.id
+    LIMIT %s
+"""
+
+# Weight of the configured provider's similarity (the rest is MiniLM's): 0.5 on the
+# development and old held-out sets (0.3/0.5/0.7 tried; bench/retrieval.py).
+PRIMARY_WEIGHT = 0.5
+
 _FTS_SQL = """
     SELECT c.id, ts_rank_cd(c.search_vector, q) AS rank
     FROM memory_chunk c, to_tsquery('english', %s) q
@@ -85,10 +109,53 @@ _FTS_SQL = """
 
 _WORD = re.compile(r"[a-z0-9]+")
 
+# Retrieval results are cached in Redis this long per (query, k, mode, encoders, knowledge base).
+SEARCH_CACHE_TTL_SECONDS = 3600
+_SEARCH_CACHE_PREFIX = "ledgerly:memory:search:"
+
 
 def _or_query(text: str) -> str:
     """A tsquery matching any word of `text` (a question rarely contains every article word)."""
     return " | ".join(dict.fromkeys(_WORD.findall(text.lower())))
+
+
+def normalise_query(query: str) -> str:
+    """The form a query is searched and cached in: lower case, single spaces. Both encoders
+    and the full-text search are case-insensitive, so this changes no result."""
+    return " ".join(query.lower().split())
+
+
+def _kb_fingerprint(cursor: object) -> tuple[int, str]:
+    """The KB version and a digest of what the index was built from. The version alone can name
+    different content (an edit rolled back after a search inside its transaction, another
+    database behind the same Redis); every (re-)index changes an article's updated_at."""
+    cursor.execute(  # type: ignore[attr-defined]
+        """
+        SELECT (SELECT version FROM memory_knowledgebasestate WHERE id = 1),
+               md5(COALESCE(string_agg(
+                   id::text || ':' || indexed_hash || ':' || updated_at::text, ',' ORDER BY id
+               ), ''))
+        FROM memory_article
+        """
+    )
+    version, digest = cursor.fetchone()  # type: ignore[attr-defined]
+    return version or 1, digest
+
+
+def _search_cache_key(*, query: str, k: int, mode: str, fingerprint: tuple[int, str]) -> str:
+    # The query is hashed, not stored: a customer's question must not sit in a Redis key.
+    parts = [
+        normalise_query(query),
+        str(k),
+        mode,
+        embeddings.index_model_id(),
+        query_rewrite.VERSION,
+        str(PRIMARY_WEIGHT),
+        f"kb{fingerprint[0]}",
+        fingerprint[1],
+    ]
+    digest = embeddings.content_hash("\x00".join(parts))
+    return f"{_SEARCH_CACHE_PREFIX}v{fingerprint[0]}:{digest}"
 
 
 def passages_search(
@@ -96,33 +163,92 @@ def passages_search(
     query: str,
     k: int | None = None,
     mode: Literal["vector", "hybrid"] | None = None,
-    query_vector: np.ndarray | None = None,
+    cache: bool = True,
 ) -> list[RetrievedPassage]:
     """The `k` best passages for `query`, at most one per article, best first.
 
-    "vector": cosine similarity over the HNSW index. "hybrid": reciprocal-rank fusion of the
-    vector ranking and Postgres full-text ranking. The default mode is MEMORY_RETRIEVAL_MODE,
-    chosen by bench/retrieval.py.
+    The query is first rewritten (query_rewrite.expand: English terms for Spanish, German and
+    French billing words). "vector": the configured provider's cosine similarity averaged with
+    all-MiniLM-L6-v2's (a contextual encoder that reads word order; wordllama is a bag of
+    words), or the provider's alone over the HNSW index when it is MiniLM. "hybrid":
+    reciprocal-rank fusion of that ranking and Postgres full-text ranking. The default mode is
+    MEMORY_RETRIEVAL_MODE, chosen by bench/retrieval.py.
+
+    Results are cached in Redis, keyed by the normalised query, `k`, the mode, the encoders and
+    the knowledge base's version and content: the same question asked a hundred times is one
+    search, and any article change or KB version bump makes a new key. `cache=False` always
+    searches (benchmarks). A Redis outage only costs the search.
     """
     k = k or settings.MEMORY_RETRIEVAL_TOP_K
     mode = mode or settings.MEMORY_RETRIEVAL_MODE  # type: ignore[assignment]
-    vector = embeddings.embed_query(query) if query_vector is None else query_vector
+    query = normalise_query(query)
+    with transaction.atomic(), connection.cursor() as cursor:
+        fingerprint = _kb_fingerprint(cursor)
+    key = _search_cache_key(query=query, k=k, mode=str(mode), fingerprint=fingerprint)
+    if cache:
+        cached = _search_cache_get(key)
+        if cached is not None:
+            return cached
+    result = _search(query=query, k=k, mode=str(mode))
+    if cache:
+        _search_cache_set(key, result)
+    return result
+
+
+def _search_cache_get(key: str) -> list[RetrievedPassage] | None:
+    try:
+        raw = hot.client().get(key)
+    except redis.RedisError:
+        log.warning("retrieval cache unreadable", exc_info=True)
+        return None
+    if raw is None:
+        return None
+    return [RetrievedPassage(**item) for item in json.loads(raw)]  # type: ignore[arg-type]
+
+
+def _search_cache_set(key: str, passages: list[RetrievedPassage]) -> None:
+    payload = json.dumps([asdict(p) for p in passages])
+    try:
+        hot.client().set(key, payload, ex=SEARCH_CACHE_TTL_SECONDS)
+    except redis.RedisError:
+        log.warning("retrieval cache unwritable", exc_info=True)
+
+
+def _search(*, query: str, k: int, mode: str) -> list[RetrievedPassage]:
+    text = query_rewrite.expand(query)
+    vector = embeddings.embed_query(text)
     literal = vector_literal(vector)
+    second = embeddings.minilm_provider()
     candidates = max(k * 8, 40)
     with transaction.atomic(), connection.cursor() as cursor:
-        set_ef_search(cursor)
-        cursor.execute(_VECTOR_SQL, [literal, literal, candidates])
-        vector_rows = cursor.fetchall()
-        if len(vector_rows) < candidates:
-            # pgvector (< 0.8) drops index candidates that are not visible (chunks of a
-            # re-index deleted or rolled back and not yet vacuumed) after the HNSW scan, so a
-            # short result may lack the best live chunks: scan exactly instead (it is short
-            # only when the index is full of dead entries or the table is small).
-            cursor.execute("SET LOCAL enable_indexscan = off")
+        if second is not None:
+            second_literal = vector_literal(embeddings.embed_query(text, provider=second))
+            cursor.execute(
+                _FUSED_SQL,
+                [
+                    PRIMARY_WEIGHT,
+                    literal,
+                    1 - PRIMARY_WEIGHT,
+                    second_literal,
+                    literal,
+                    candidates,
+                ],
+            )
+            vector_rows = cursor.fetchall()
+        else:
+            set_ef_search(cursor)
             cursor.execute(_VECTOR_SQL, [literal, literal, candidates])
             vector_rows = cursor.fetchall()
+            if len(vector_rows) < candidates:
+                # pgvector (< 0.8) drops index candidates that are not visible (chunks of a
+                # re-index deleted or rolled back and not yet vacuumed) after the HNSW scan, so
+                # a short result may lack the best live chunks: scan exactly instead (it is
+                # short only when the index is full of dead entries or the table is small).
+                cursor.execute("SET LOCAL enable_indexscan = off")
+                cursor.execute(_VECTOR_SQL, [literal, literal, candidates])
+                vector_rows = cursor.fetchall()
         fts_rows: list[tuple[int, float]] = []
-        words = _or_query(query)
+        words = _or_query(text)
         if mode == "hybrid" and words:
             cursor.execute(_FTS_SQL, [words, candidates])
             fts_rows = cursor.fetchall()

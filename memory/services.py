@@ -66,18 +66,30 @@ def kb_version_bump() -> int:
 def _index_article(article: Article) -> int:
     """Replace `article`'s chunks with freshly embedded ones. Returns the number of chunks."""
     passages = chunk_body(article.body)
-    vectors = embeddings.embed_texts(
-        [
-            passage_embedding_text(
-                title=article.title, keywords=article.keywords, heading=p.heading, text=p.text
-            )
-            for p in passages
-        ]
+    texts = [
+        passage_embedding_text(
+            title=article.title, keywords=article.keywords, heading=p.heading, text=p.text
+        )
+        for p in passages
+    ]
+    vectors = embeddings.embed_texts(texts)
+    second = embeddings.minilm_provider()
+    second_vectors: list[object] = (
+        [None] * len(passages)
+        if second is None
+        else list(embeddings.embed_passages(texts, provider=second))
     )
     Chunk.objects.filter(article=article).delete()
     Chunk.objects.bulk_create(
-        Chunk(article=article, ordinal=i, heading=p.heading, text=p.text, embedding=v)
-        for i, (p, v) in enumerate(zip(passages, vectors, strict=True))
+        Chunk(
+            article=article,
+            ordinal=i,
+            heading=p.heading,
+            text=p.text,
+            embedding=v,
+            minilm_embedding=m,
+        )
+        for i, (p, v, m) in enumerate(zip(passages, vectors, second_vectors, strict=True))
     )
     # Full-text vector: title weighs most, then keywords and heading, then the text.
     with connection.cursor() as cursor:
@@ -93,7 +105,7 @@ def _index_article(article: Article) -> int:
             [article.id],
         )
     article.indexed_hash = article.content_hash
-    article.indexed_model_id = embeddings.get_provider().model_id
+    article.indexed_model_id = embeddings.index_model_id()
     article.save(update_fields=["indexed_hash", "indexed_model_id", "updated_at"])
     return len(passages)
 
@@ -110,7 +122,7 @@ def _hash_of(article: Article) -> str:
 def _needs_index(article: Article) -> bool:
     return (
         article.indexed_hash != article.content_hash
-        or article.indexed_model_id != embeddings.get_provider().model_id
+        or article.indexed_model_id != embeddings.index_model_id()
     )
 
 
@@ -493,7 +505,7 @@ def customer_memory_add(
         content_hash=embeddings.content_hash(text.lower()),
         defaults={
             "text": text,
-            "embedding": embeddings.embed_text(text),
+            "embedding": embeddings.embed_texts([text], owner=customer)[0],
             "conversation": conversation,
             "message": message,
             "source": source,
