@@ -23,7 +23,8 @@ Competent mode, in order of precedence:
   (classification enums by keyword heuristics; see schema_fill.py);
 - `<documents>` given → an answer from those passages only, citing `[slug]`, or a plain
   "not in the help center" with an offer of a person;
-- a system prompt mentioning "summar" → an extractive summary;
+- a system prompt mentioning "summar" → an extractive summary (the conversation's own
+  sentences, so no seed varies it);
 - otherwise a short support reply.
 With `thinking: {"type": "adaptive"}` a signed thinking block comes first, and narration between
 tool calls is thinking instead of text.
@@ -1014,10 +1015,9 @@ class Agent:
             (str(v) for k, v in call.input.items() if "reason" in k.lower() or "summary" in k),
             "",
         )
-        text = _escalated_text(reason, self.voice)
         told = self._final_refund(refund).text if refund is not None else ""
-        if told:
-            text = f"{told} {text}"
+        # What happened to the refund and who takes the rest over are independent news.
+        text = self.voice.sentences("escalated-final", [told, _escalated_text(reason, self.voice)])
         return Step("Escalated; telling the customer what happens next.", [], text)
 
     def _final_refund(self, call: ToolCall) -> Step:
