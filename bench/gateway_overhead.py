@@ -58,6 +58,7 @@ def main() -> None:
     import httpx2
 
     from ledgerly.llm import gateway as gateway_module
+    from ledgerly.llm.context import CallContext
     from ledgerly.llm.prompt_registry import get as get_prompt
     from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
 
@@ -91,13 +92,18 @@ def main() -> None:
 
     def gateway_call(i: int) -> None:
         completion = gateway.complete(
+            ctx=CallContext.starting_now(
+                run_id=f"bench-{i % 50}",
+                ticket_id="",
+                customer_ref=f"cus_bench{i % 20}",
+                seconds=30,
+            ),
             tier="small",
             purpose="bench",
             prompt="faq_answer",
             messages=messages,
             max_tokens=200,
-            run_id=f"bench-{i % 50}",
-            customer_id=i % 20,
+            fallback="none",
         )
         assert completion.model == model
         assert not completion.static

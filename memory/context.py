@@ -4,8 +4,9 @@ In order of priority:
 1. the newest turns verbatim (at least CONTEXT_RECENT_TURNS, more while they fit in 60% of
    the budget), from the Redis hot copy (rebuilt from Postgres when missing);
 2. older turns as a summary written by the small model through the gateway
-   (`llm.complete(tier="small", purpose="summarise", prompt="summarise_conversation")`), kept on
-   the conversation and extended incrementally as the conversation grows;
+   (`llm.complete(tier="small", purpose="summarise", prompt="summarise_conversation")`, counted
+   against the caller's run), kept on the conversation and extended incrementally as the
+   conversation grows;
 3. help-center passages relevant to the latest customer message;
 4. that customer's memories relevant to it (never another customer's: the selector takes the
    conversation's customer).
@@ -18,13 +19,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape
 
 from django.conf import settings
 
+from ledgerly.llm.context import CallContext
 from memory import hot, selectors, services
 from memory.models import Conversation, Message, MessageRole
 
@@ -87,7 +88,7 @@ def _transcript(messages: list[Message] | list[hot.Turn]) -> str:
 
 
 def _summarise(
-    conversation: Conversation, through_seq: int, max_tokens: int, deadline: float | None
+    conversation: Conversation, through_seq: int, max_tokens: int, ctx: CallContext
 ) -> tuple[str, str]:
     """A summary of messages 1..through_seq: the stored one if it covers them, else the small
     model's, extending the stored summary with the messages after it. Returns (text, source)."""
@@ -109,15 +110,16 @@ def _summarise(
 
     try:
         completion = llm.complete(
+            ctx=ctx,
             tier="small",
             purpose="summarise",
             prompt="summarise_conversation",
             messages=[{"role": "user", "content": text}],
             max_tokens=max_tokens,
-            customer_id=conversation.customer_id,
-            deadline=deadline,
+            # Never the static holding answer: it would be stored as the summary.
+            fallback="none",
         )
-    except (llm.Defer, llm.BudgetExhausted, llm.ModelCallFailed) as exc:
+    except (llm.Defer, llm.BudgetExhausted, llm.ModelUnavailable, llm.ModelCallFailed) as exc:
         log.warning("summary failed for conversation %s: %r", conversation.pk, exc)
         completion = None
     if completion is None or completion.static or not completion.text.strip():
@@ -135,15 +137,17 @@ def _summarise(
 def build_context(
     *,
     conversation: Conversation,
+    ctx: CallContext,
     query: str | None = None,
     token_budget: int | None = None,
-    deadline: float | None = None,
 ) -> ConversationContext:
     """Assemble `conversation`'s context within `token_budget` (CONTEXT_TOKEN_BUDGET).
 
-    `query` (default: the latest customer message) selects passages and memories. Calls the
-    small model only when turns have fallen out of the verbatim window since the last summary;
-    hold no transaction around this call.
+    `ctx` is the run the assembly is part of: the summary call counts against its budgets and
+    ends by its deadline. `query` (default: the latest customer message) selects passages and
+    memories. Calls the small model only when turns have fallen out of the verbatim window since
+    the last summary; hold no transaction around this call (the gateway refuses to call inside
+    one).
     """
     budget = token_budget or settings.CONTEXT_TOKEN_BUDGET
     conversation.refresh_from_db()
@@ -169,8 +173,7 @@ def build_context(
     first_verbatim = chosen[0].seq if chosen else conversation.last_seq + 1
     # 2. Everything older, summarised.
     summary_cap = max(64, min(512, int(budget * SUMMARY_SHARE)))
-    deadline = deadline if deadline is not None else time.monotonic() + 30
-    summary, source = _summarise(conversation, first_verbatim - 1, summary_cap, deadline)
+    summary, source = _summarise(conversation, first_verbatim - 1, summary_cap, ctx)
     if summary and used + estimate_tokens(summary) > budget:
         # The model overran its share (token estimates are rough): keep the summary's start.
         summary = summary[: max(budget - used - 4, 0) * 4].rstrip()

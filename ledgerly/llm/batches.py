@@ -1,49 +1,70 @@
 """Message Batches: many independent requests as one batch, at half price, for offline work
 (evaluation runs, re-summarising, back-filling labels) where an answer within hours is fine.
 
-`run_batch` builds each request exactly as `complete()` would (same prompts, cache_control and
-rules), reserves the whole batch's worst case at the batch price against the global budgets,
-submits, polls until the batch has ended, then records one LLMCall per request (with the batch
-id, priced at the batch discount) and settles the reservation to the real total. A batch given
-up on (timeout, lost connection) is cancelled where possible and its reservation stays counted:
-the provider still bills whatever it processed, and we never saw what that was.
+A batch can take up to 24 hours, so nothing waits for it: it is a row (`LLMBatch`) with a wake-at
+time, in two steps a beat sweep drives.
+
+- `batch_submit(ctx=..., key=..., requests=[...])` builds each request exactly as `complete()`
+  would (same prompts, cache_control and rules), reserves the whole batch's worst case at the
+  batch price against the budgets (global, and ctx's run and customer), takes `key`, submits, and
+  stores the provider's batch id. Idempotent on `key`: a second submit with a key already taken
+  returns the stored row and never submits again (a redelivered task cannot pay twice).
+- `batch_poll(batch=...)` asks the provider once. While the batch is processing it moves
+  `next_poll_at` on and returns None; once it has ended it records one LLMCall per request (with
+  the batch id, priced at the batch discount), settles the reservation to the real total and
+  returns the results. Past ctx.deadline_at it asks the provider to cancel the batch and goes on
+  polling: what the batch did process is still billed, so it is still recorded, and until then
+  the worst case stays counted. Polling an ended batch returns its stored results.
+- `ledgerly.llm.selectors.batches_due(now=...)` lists the batches to poll.
 """
 
 from __future__ import annotations
 
-import time
+import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import anthropic
+import redis
 import structlog
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from ledgerly.llm import prompt_registry
-from ledgerly.llm.budget import Candidate, Refusal
-from ledgerly.llm.errors import BudgetExhausted, ModelCallFailed
-from ledgerly.llm.gateway import Gateway, _Call, estimate_prompt_tokens, get_gateway
-from ledgerly.llm.models import LLMCall
-from ledgerly.llm.pricing import TokenUsage, cost_usd, to_micro_usd, worst_case_micro_usd
-from ledgerly.llm.services import llm_call_save
+from ledgerly.llm.budget import Candidate, Refusal, Reservation
+from ledgerly.llm.context import CallContext, Tier
+from ledgerly.llm.errors import BudgetExhausted, Defer, ModelCallFailed
+from ledgerly.llm.gateway import (
+    Gateway,
+    estimate_prompt_tokens,
+    get_gateway,
+    parse_structured,
+    usage_of,
+)
+from ledgerly.llm.models import LLMBatch, LLMCall
+from ledgerly.llm.pricing import cost_usd, to_micro_usd, worst_case_micro_usd
+from ledgerly.llm.recorder import CallRecorder
+from ledgerly.llm.services import check_outside_transaction
 
 log = structlog.get_logger(__name__)
+
+KEY_MAX_LENGTH = 200
+# A provider that refused the submission for a transient reason is asked again this much later.
+SUBMIT_RETRY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
 class BatchRequest:
     custom_id: str  # unique within the batch: [a-zA-Z0-9_-]{1,64}
-    tier: Literal["small", "large"]
+    tier: Tier
     prompt: str
     messages: list[dict[str, Any]]
     max_tokens: int
     purpose: str = "batch"
     output_schema: dict[str, Any] | None = None
     system_extra: str | None = None
-    ticket_id: object = None
-    run_id: object = None
-    customer_id: object = None
 
 
 @dataclass(frozen=True)
@@ -59,26 +80,46 @@ class BatchResult:
     call_id: int
     error: str = ""
 
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "cost_usd": str(self.cost_usd)}
 
-def run_batch(
-    requests: Sequence[BatchRequest],
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BatchResult:
+        return cls(**{**d, "cost_usd": Decimal(d["cost_usd"])})
+
+
+def batch_submit(
     *,
+    ctx: CallContext,
+    key: str,
+    requests: Sequence[BatchRequest],
     poll_seconds: float = 30.0,
-    timeout_seconds: float = 24 * 3600,
     gateway: Gateway | None = None,
-) -> list[BatchResult]:
-    """Submit `requests` as one Message Batch, wait for it, record and return the results (in
-    the order given). Blocks while polling: call it from a script or a long-running task, never
-    from a request handler. Raises BudgetExhausted before submitting if the batch's worst case
-    does not fit the global budgets, ModelCallFailed if the batch does not end in time (it is
-    then cancelled, and its reservation stays counted)."""
-    gw = gateway or get_gateway()
+) -> LLMBatch:
+    """Submit `requests` as one Message Batch on behalf of `ctx`'s run, once per `key`.
+
+    Preconditions: no database transaction is open; `key` (at most 200 characters) names this
+    piece of work for good (a second submit with it returns the stored row, whatever its state,
+    and never submits again). Raises BudgetExhausted before submitting (and without taking the
+    key) when the batch's worst case does not fit the budgets; Defer or ModelCallFailed when the
+    provider refuses the batch (the key is then free again: nothing was submitted). A batch
+    whose submission was cut off without an answer stays `submitting` with its reservation
+    counted: the provider may have it, so it is never sent twice."""
+    check_outside_transaction("llm.batch_submit()")
+    if not key or len(key) > KEY_MAX_LENGTH:
+        raise ModelCallFailed(f"key must be 1 to {KEY_MAX_LENGTH} characters")
+    if not requests:
+        raise ModelCallFailed("a batch needs at least one request")
     if len({r.custom_id for r in requests}) != len(requests):
         raise ModelCallFailed("custom_id values must be unique within a batch")
-    discount = gw.config.batch_discount
-    calls: dict[str, _Call] = {}
+    existing = LLMBatch.objects.filter(key=key).first()
+    if existing is not None:
+        return existing
+
+    gw = gateway or get_gateway()
     params: list[dict[str, Any]] = []
-    worst = 0
+    metas: list[dict[str, Any]] = []
+    worst = tokens = 0
     for item in requests:
         prompt = prompt_registry.get(item.prompt)
         body = gw.build_request(
@@ -94,62 +135,139 @@ def run_batch(
         worst += worst_case_micro_usd(
             gw.config.price(model), prompt_tokens=prompt_tokens, max_tokens=item.max_tokens
         )
-        calls[item.custom_id] = _Call(
-            tier=item.tier,
-            purpose=item.purpose,
-            prompt=prompt,
-            request=body,
-            max_tokens=item.max_tokens,
-            ticket_id="" if item.ticket_id is None else str(item.ticket_id),
-            run_id="" if item.run_id is None else str(item.run_id),
-            customer_id="" if item.customer_id is None else str(item.customer_id),
-            run_key=item.run_id,
-            customer_key=item.customer_id,
-            tools=None,
-            output_schema=item.output_schema,
-            deadline=None,
-            extra_headers={},
-            prompt_tokens=prompt_tokens,
-        )
+        tokens += prompt_tokens + item.max_tokens
         params.append({"custom_id": item.custom_id, "params": {"model": model, **body}})
+        metas.append(
+            {
+                "custom_id": item.custom_id,
+                "tier": item.tier,
+                "model": model,
+                "purpose": item.purpose,
+                "prompt": [prompt.name, prompt.version, prompt.sha256],
+                "output_schema": item.output_schema,
+            }
+        )
 
-    reserved = math_ceil_fraction(worst, 1 - discount)
-    reservation = gw.budgets.reserve([Candidate(reserved, 0, large=False)])
+    reserved = math_ceil_fraction(worst, 1 - gw.config.batch_discount)
+    reservation = gw.budgets.reserve(
+        [Candidate(reserved, tokens, large=False)],
+        run_id=ctx.run_id,
+        customer_id=ctx.customer_ref,
+    )
     if isinstance(reservation, Refusal):
         raise BudgetExhausted(reservation.scope, f"batch worst case does not fit: {reservation}")
-
-    spent = 0
     try:
-        batch = gw.client.messages.batches.create(requests=params)  # type: ignore[arg-type]
-    except anthropic.APIStatusError:
-        gw.budgets.settle(reservation, micro_usd=0, tokens=0)  # refused: nothing was submitted
-        raise
-    log.info("llm.batch_submitted", batch_id=batch.id, requests=len(params))
-    give_up = time.monotonic() + timeout_seconds
-    while batch.processing_status != "ended":
-        if time.monotonic() > give_up:
-            _cancel(gw, batch.id)
-            raise ModelCallFailed(f"batch {batch.id} did not end within {timeout_seconds}s")
-        time.sleep(poll_seconds)
-        batch = gw.client.messages.batches.retrieve(batch.id)
+        with transaction.atomic():
+            batch = LLMBatch.objects.create(
+                key=key,
+                run_id=ctx.run_id,
+                ticket_id=ctx.ticket_id,
+                customer_ref=ctx.customer_ref,
+                deadline_at=ctx.deadline_at,
+                poll_every_seconds=poll_seconds,
+                requests=metas,
+                reservation=reservation.as_dict(),
+            )
+    except IntegrityError:
+        # Another submit took the key first: it submits, this one gives its reservation back.
+        gw.budgets.settle(reservation, micro_usd=0, tokens=0)
+        return LLMBatch.objects.get(key=key)
 
-    results: dict[str, BatchResult] = {}
-    for entry in gw.client.messages.batches.results(batch.id):
-        result, micro = _record(gw, calls[entry.custom_id], entry, batch.id, discount)
-        results[entry.custom_id] = result
-        spent += micro
-    gw.budgets.settle(reservation, micro_usd=spent, tokens=0)
-    return [results[item.custom_id] for item in requests if item.custom_id in results]
+    try:
+        remote = gw.client.messages.batches.create(requests=params)  # type: ignore[arg-type]
+    except anthropic.APIStatusError as exc:
+        # Refused: nothing was submitted, so the reservation and the key are given back.
+        gw.budgets.settle(reservation, micro_usd=0, tokens=0)
+        batch.delete()
+        if exc.status_code == 429 or exc.status_code >= 500:
+            raise Defer(SUBMIT_RETRY_SECONDS, f"batch refused: {exc.status_code}") from exc
+        raise ModelCallFailed(f"batch refused: {exc.status_code} {exc.message}") from exc
+    except anthropic.APIConnectionError as exc:
+        # No answer: the provider may have the batch. Never submitted twice; stays counted.
+        LLMBatch.objects.filter(pk=batch.pk).update(error=f"submission unanswered: {exc}"[:2000])
+        log.error("llm.batch_submit_unanswered", key=key, error=str(exc))
+        raise Defer(SUBMIT_RETRY_SECONDS, "batch submission unanswered") from exc
+
+    now = timezone.now()
+    batch.provider_batch_id = remote.id
+    batch.state = LLMBatch.State.PROCESSING
+    batch.submitted_at = now
+    batch.next_poll_at = now + dt.timedelta(seconds=poll_seconds)
+    batch.save(update_fields=["provider_batch_id", "state", "submitted_at", "next_poll_at"])
+    log.info("llm.batch_submitted", key=key, batch_id=remote.id, requests=len(params))
+    return batch
+
+
+def batch_poll(*, batch: LLMBatch, gateway: Gateway | None = None) -> list[BatchResult] | None:
+    """Ask the provider once about `batch` (see the module docstring). Returns None while it is
+    processing (next_poll_at moved on), else its results in the order submitted. Safe to run
+    twice at once: only one poller records and settles an ended batch. Precondition: no
+    database transaction is open."""
+    check_outside_transaction("llm.batch_poll()")
+    batch.refresh_from_db()
+    if batch.state == LLMBatch.State.ENDED:
+        return [BatchResult.from_dict(r) for r in batch.results]
+    if batch.state != LLMBatch.State.PROCESSING:
+        return None
+    gw = gateway or get_gateway()
+    remote = gw.client.messages.batches.retrieve(batch.provider_batch_id)
+    now = timezone.now()
+    if remote.processing_status != "ended":
+        if now >= batch.deadline_at and batch.cancel_requested_at is None:
+            _cancel(gw, batch.provider_batch_id)
+            batch.cancel_requested_at = now
+        batch.next_poll_at = now + dt.timedelta(seconds=batch.poll_every_seconds)
+        LLMBatch.objects.filter(pk=batch.pk, state=LLMBatch.State.PROCESSING).update(
+            next_poll_at=batch.next_poll_at, cancel_requested_at=batch.cancel_requested_at
+        )
+        return None
+
+    entries = {e.custom_id: e for e in gw.client.messages.batches.results(remote.id)}
+    ctx = CallContext(
+        run_id=batch.run_id,
+        ticket_id=batch.ticket_id,
+        customer_ref=batch.customer_ref,
+        deadline_at=batch.deadline_at,
+    )
+    with transaction.atomic():
+        locked = LLMBatch.objects.select_for_update().get(pk=batch.pk)
+        if locked.state != LLMBatch.State.PROCESSING:
+            # Another poller recorded it first.
+            return [BatchResult.from_dict(r) for r in locked.results]
+        results: list[BatchResult] = []
+        spent = used_tokens = 0
+        for meta in locked.requests:
+            entry = entries.get(meta["custom_id"])
+            if entry is not None:
+                result, micro, entry_tokens = _record(gw, ctx, meta, entry, remote.id)
+                results.append(result)
+                spent += micro
+                used_tokens += entry_tokens
+        locked.state = LLMBatch.State.ENDED
+        locked.results = [r.as_dict() for r in results]
+        locked.ended_at = now
+        locked.next_poll_at = None
+        locked.save(update_fields=["state", "results", "ended_at", "next_poll_at"])
+    if locked.reservation:
+        try:
+            gw.budgets.settle(
+                Reservation.from_dict(locked.reservation), micro_usd=spent, tokens=used_tokens
+            )
+        except redis.RedisError as exc:  # the worst case stays counted: errs on refusing
+            log.error("llm.batch_settle_failed", key=batch.key, error=str(exc))
+    batch.refresh_from_db()
+    log.info("llm.batch_recorded", key=batch.key, batch_id=remote.id, results=len(results))
+    return results
 
 
 def _cancel(gw: Gateway, batch_id: str) -> None:
-    """Ask the provider to stop a batch we no longer wait for (requests it has not started are
-    not billed). Its reservation stays counted: what it did process is billed all the same."""
+    """Ask the provider to stop a batch past its deadline (requests it has not started are not
+    billed; what it did process is, and is recorded once the batch has ended)."""
     try:
         gw.client.messages.batches.cancel(batch_id)
     except anthropic.APIError as exc:
         log.error("llm.batch_cancel_failed", batch_id=batch_id, error=str(exc))
-    log.warning("llm.batch_abandoned", batch_id=batch_id, detail="reservation kept counted")
+    log.warning("llm.batch_cancelled", batch_id=batch_id, detail="past its deadline")
 
 
 def math_ceil_fraction(amount: int, fraction: Decimal) -> int:
@@ -158,59 +276,49 @@ def math_ceil_fraction(amount: int, fraction: Decimal) -> int:
 
 
 def _record(
-    gw: Gateway, call: _Call, entry: Any, batch_id: str, discount: Decimal
-) -> tuple[BatchResult, int]:
-    outcome = entry.result.type
-    model = gw.config.models[call.tier]
-    common: dict[str, Any] = {
-        "ticket_id": call.ticket_id,
-        "run_id": call.run_id,
-        "customer_id": call.customer_id,
-        "purpose": call.purpose,
-        "tier": call.tier,
-        "served_tier": call.tier,
-        "model": model,
-        "prompt_name": call.prompt.name,
-        "prompt_version": call.prompt.version,
-        "prompt_hash": call.prompt.sha256,
-        "attempts": 1,
-        "simulated": gw.simulated,
-        "batch_id": batch_id,
-    }
+    gw: Gateway, ctx: CallContext, meta: dict[str, Any], entry: Any, batch_id: str
+) -> tuple[BatchResult, int, int]:
+    """Record one request's result; returns it with its cost (micro-dollars) and tokens."""
+    name, version, sha256 = meta["prompt"]
+    recorder = CallRecorder(
+        ctx=ctx,
+        purpose=meta["purpose"],
+        tier=meta["tier"],
+        prompt=prompt_registry.Prompt(name=name, version=version, text="", sha256=sha256),
+        simulated=gw.simulated,
+    )
+    model, tier, outcome = meta["model"], meta["tier"], entry.result.type
     if outcome != "succeeded":
         error = str(getattr(entry.result, "error", "") or outcome)[:2000]
-        row = llm_call_save(row=LLMCall(outcome=LLMCall.Outcome.FAILED, error=error, **common))
+        row = recorder.record(
+            tier, model, LLMCall.Outcome.FAILED, attempts=1, error=error, batch_id=batch_id
+        )
         return (
             BatchResult(
                 entry.custom_id, outcome, "", None, [], model, Decimal(0), {}, row.pk, error
             ),
             0,
+            0,
         )
     message = entry.result.message
-    usage = TokenUsage(
-        input_tokens=message.usage.input_tokens,
-        output_tokens=message.usage.output_tokens,
-        cache_creation_input_tokens=message.usage.cache_creation_input_tokens or 0,
-        cache_read_input_tokens=message.usage.cache_read_input_tokens or 0,
-    )
+    usage = usage_of(message)
     # Priced by the id we asked for (the price table's key): the answer may name the dated
     # snapshot that served an alias, which is what gets recorded.
-    cost = cost_usd(gw.config.price(model), usage, discount=discount)
+    cost = cost_usd(gw.config.price(model), usage, discount=gw.config.batch_discount)
     content = [block.to_dict(mode="json") for block in message.content]
     text = "".join(b["text"] for b in content if b.get("type") == "text")
-    data, invalid = gw._structured(call.output_schema, text, message.stop_reason)
-    row = LLMCall(
-        outcome=LLMCall.Outcome.INVALID_OUTPUT if invalid else LLMCall.Outcome.OK,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_creation_input_tokens=usage.cache_creation_input_tokens,
-        cache_read_input_tokens=usage.cache_read_input_tokens,
-        cost_usd=cost,
+    data, invalid = parse_structured(meta["output_schema"], text, message.stop_reason)
+    row = recorder.record(
+        tier,
+        message.model,
+        LLMCall.Outcome.INVALID_OUTPUT if invalid else LLMCall.Outcome.OK,
+        usage=usage,
+        cost=cost,
+        attempts=1,
         stop_reason=message.stop_reason or "",
         error=invalid or "",
-        **{**common, "model": message.model},
+        batch_id=batch_id,
     )
-    llm_call_save(row=row)
     return (
         BatchResult(
             custom_id=entry.custom_id,
@@ -225,4 +333,5 @@ def _record(
             error=invalid or "",
         ),
         to_micro_usd(cost),
+        usage.prompt_tokens + usage.output_tokens,
     )

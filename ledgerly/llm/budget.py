@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -129,6 +130,31 @@ class Reservation:
     kinds: tuple[str, ...]
     global_limits: tuple[int, int]
     global_fraction: float  # of the day/month budget now committed (incl. this reservation)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready, to settle from another process later (a batch's reservation)."""
+        return {
+            "index": self.index,
+            "micro_usd": self.micro_usd,
+            "tokens": self.tokens,
+            "keys": list(self.keys),
+            "kinds": list(self.kinds),
+            "global_limits": list(self.global_limits),
+            "global_fraction": self.global_fraction,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Reservation:
+        day, month = d["global_limits"]
+        return cls(
+            index=int(d["index"]),
+            micro_usd=int(d["micro_usd"]),
+            tokens=int(d["tokens"]),
+            keys=tuple(d["keys"]),
+            kinds=tuple(d["kinds"]),
+            global_limits=(int(day), int(month)),
+            global_fraction=float(d["global_fraction"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,3 +33,21 @@ class ModelCallFailed(LLMError):
 class CircuitOpen(LLMError):
     """The model's breaker is open: failing fast without calling it (internal: the gateway falls
     back to the next tier)."""
+
+
+class ModelUnavailable(LLMError):
+    """Every step the call's fallback allowed failed or was skipped (breaker open, deadline,
+    outages, invalid answers), and it did not ask for the static answer. Transient as far as the
+    model goes; `outcomes` are the recorded steps' outcomes, in order."""
+
+    def __init__(self, outcomes: list[str], detail: str = "", call_ids: list[int] | None = None):
+        self.outcomes = list(outcomes)
+        self.call_ids = list(call_ids or [])
+        super().__init__(f"no model answered: {detail or ', '.join(outcomes) or 'no step ran'}")
+
+
+class CalledInsideTransaction(RuntimeError):
+    """A model call (or batch) was made inside a database transaction. Its LLMCall record would
+    be written in the caller's transaction, and a rollback would erase the record of money spent;
+    it would also hold the transaction open for the length of a model call. A programming error,
+    deliberately not an LLMError (which callers handle as a model outcome)."""

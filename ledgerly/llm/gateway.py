@@ -1,30 +1,37 @@
 """`complete()`: the one door every model call in Ledgerly goes through.
 
-A call walks a fallback chain — large → small → a static holding answer — and each step is:
-breaker admission → budget reservation (worst case, atomic; may downgrade or refuse) → shared
-rate limiter → the SDK call (its own retries, under GatewayTransport) → settle the budget and the
-limiter to the real usage → validate → record an LLMCall row. Every step is recorded, including
-the failed ones, the skipped ones and the static answer.
+Every call belongs to a run: its CallContext (run, ticket, customer, deadline) is required, and
+the run and customer budgets always apply. A call walks the fallback chain its caller chose
+(`fallback`: "none" the requested tier only; "small" large → small; "static" large → small → a
+static holding answer), and each step is: breaker admission → budget reservation (worst case,
+atomic; may downgrade or refuse) → shared rate limiter → the SDK call (its own retries, under
+GatewayTransport) → settle the budget and the limiter to the real usage → validate → record an
+LLMCall row. What a step holds in Redis is held by one StepLease (ledgerly/llm/lease.py) and
+given back in one place; every step is recorded by one CallRecorder (ledgerly/llm/recorder.py),
+including the failed ones, the skipped ones and the static answer.
 
 What the caller sees:
-- a Completion (maybe `fallback=True`, or `static=True`: every model step failed; escalate);
+- a Completion (maybe `fallback=True`: another tier served; or `static=True`: every model step
+  failed and the caller asked for fallback="static"; escalate);
+- ModelUnavailable: every step its fallback allowed failed or was skipped (`.outcomes`);
 - Defer(seconds): rate limited for longer than the wait cap; retry later (Celery countdown);
 - BudgetExhausted: a budget (or the provider's spend limit) has no room; wait or escalate;
-- ModelCallFailed: the request itself is wrong (400/401/403/404); retrying will not help.
+- ModelCallFailed: the request itself is wrong (400/401/403/404); retrying will not help;
+- CalledInsideTransaction (a RuntimeError): called inside transaction.atomic, which would let a
+  rollback erase the record of a paid call. Call models outside transactions.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 import anthropic
 import httpx2
@@ -36,13 +43,16 @@ from ledgerly.llm import metrics, prompt_registry, redis_state
 from ledgerly.llm.breaker import CircuitBreaker, Verdict
 from ledgerly.llm.budget import Budgets, Candidate, Limits, Refusal, Reservation
 from ledgerly.llm.client import build_client
-from ledgerly.llm.conf import GatewayConfig, RateLimits, config, model_family
-from ledgerly.llm.errors import BudgetExhausted, Defer, ModelCallFailed
+from ledgerly.llm.conf import GatewayConfig, config, model_family
+from ledgerly.llm.context import FALLBACKS, CallContext, Fallback, Tier
+from ledgerly.llm.errors import BudgetExhausted, Defer, ModelCallFailed, ModelUnavailable
 from ledgerly.llm.guards import Guards
+from ledgerly.llm.lease import StepLease
 from ledgerly.llm.limiter import Permit, RateLimiter
 from ledgerly.llm.models import LLMCall
 from ledgerly.llm.pricing import TokenUsage, cost_usd, to_micro_usd, worst_case_micro_usd
-from ledgerly.llm.services import llm_call_save
+from ledgerly.llm.recorder import CallRecorder
+from ledgerly.llm.services import check_outside_transaction
 from ledgerly.llm.transport import (
     DEADLINE_EXCEEDED_HEADER,
     DEADLINE_HEADER,
@@ -52,7 +62,6 @@ from ledgerly.llm.transport import (
 
 log = structlog.get_logger(__name__)
 
-Tier = Literal["small", "large"]
 Outcome = LLMCall.Outcome
 
 STATIC_REPLY = (
@@ -69,8 +78,17 @@ TOOL_USE_SYSTEM_TOKENS = 600
 # An image is billed by its pixels, not by the length of its URL or file id: the API scales it
 # to at most about 1.15 megapixels, about 1,600 tokens.
 IMAGE_TOKENS = 1600
-# Labels recorded on every LLMCall row: longer ones are refused before anything is spent.
-RECORDED_LABELS = ("purpose", "ticket_id", "run_id", "customer_id")
+
+
+def fallback_chain(tier: Tier, fallback: Fallback) -> list[str]:
+    """The tiers a call may be served by, in order (the static answer is not a tier)."""
+    if tier not in ("small", "large"):
+        raise ModelCallFailed(f"unknown tier {tier!r}: use 'small' or 'large'")
+    if fallback not in FALLBACKS:
+        raise ModelCallFailed(f"unknown fallback {fallback!r}: use one of {', '.join(FALLBACKS)}")
+    if tier == "large" and fallback != "none":
+        return ["large", "small"]
+    return [tier]
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,26 +159,60 @@ def schema_errors(schema: dict[str, Any], instance: object) -> str | None:
     return f"{where}: {error.message}"
 
 
+def parse_structured(
+    schema: dict[str, Any] | None, text: str, stop_reason: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Parse and re-validate a structured answer against `schema`; returns (data, error)."""
+    if schema is None:
+        return None, None
+    if stop_reason == "max_tokens":
+        return None, "structured output cut off at max_tokens"
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return None, f"structured output is not JSON: {exc}"
+    error = schema_errors(schema, data)
+    if error is not None:
+        return None, f"structured output violates its schema: {error}"
+    return data if isinstance(data, dict) else {"value": data}, None
+
+
+def tool_input_error(
+    tools: Sequence[dict[str, Any]] | None, name: str, tool_input: object
+) -> str | None:
+    """None when a tool_use block names one of `tools` with input that fits its schema."""
+    tool = next((t for t in tools or () if t.get("name") == name), None)
+    if tool is None:
+        return f"unknown tool {name!r}"
+    schema = tool.get("input_schema")
+    return None if schema is None else schema_errors(schema, tool_input)
+
+
+def usage_of(message: Any) -> TokenUsage:
+    """The token counts of an SDK Message."""
+    return TokenUsage(
+        input_tokens=message.usage.input_tokens,
+        output_tokens=message.usage.output_tokens,
+        cache_creation_input_tokens=message.usage.cache_creation_input_tokens or 0,
+        cache_read_input_tokens=message.usage.cache_read_input_tokens or 0,
+    )
+
+
 @dataclass
 class _Call:
     """One complete() call's fixed inputs, shared by its steps."""
 
+    ctx: CallContext
     tier: str
     purpose: str
     prompt: prompt_registry.Prompt
     request: dict[str, Any]
     max_tokens: int
-    ticket_id: str
-    run_id: str
-    customer_id: str
-    run_key: object
-    customer_key: object
     tools: Sequence[dict[str, Any]] | None
     output_schema: dict[str, Any] | None
-    deadline: float | None
     extra_headers: dict[str, str]
     prompt_tokens: int
-    steps: list[LLMCall] = field(default_factory=list)
+    recorder: CallRecorder
 
 
 class Gateway:
@@ -241,43 +293,41 @@ class Gateway:
     def complete(
         self,
         *,
+        ctx: CallContext,
         tier: Tier,
         purpose: str,
         prompt: str,
         messages: list[dict[str, Any]],
         max_tokens: int,
-        ticket_id: object = None,
-        run_id: object = None,
-        customer_id: object = None,
+        fallback: Fallback,
         tools: Sequence[dict[str, Any]] | None = None,
         output_schema: dict[str, Any] | None = None,
-        deadline: float | None = None,
         system_extra: str | None = None,
         extra_headers: dict[str, str] | None = None,
         thinking: bool = False,
     ) -> Completion:
-        """Call the model for `tier` (see the module docstring for the outcomes).
+        """Call the model for `tier` on behalf of `ctx`'s run (see the module docstring for the
+        outcomes).
 
-        Preconditions: `prompt` names a file in ledgerly/llm/prompts; `messages` is in the
-        Messages API format and ends with a user turn; `deadline` is a time.monotonic() value.
-        `extra_headers` are sent with the request (the simulator's x-sim-* controls);
-        `thinking=True` asks for adaptive thinking (its blocks stay in `content`, never in
-        `text`; pass them back unchanged when continuing a tool-use turn)."""
-        if tier not in ("small", "large"):
-            raise ModelCallFailed(f"unknown tier {tier!r}: use 'small' or 'large'")
+        Preconditions: no database transaction is open (CalledInsideTransaction otherwise);
+        `prompt` names a prompt file of an installed app (ledgerly/llm/prompt_registry.py);
+        `messages` is in the Messages API format and ends with a user turn. The call counts
+        against ctx.run_id's and ctx.customer_ref's budgets and may not outlive
+        ctx.deadline_at. `fallback` says how far it may fall back: only the static answer
+        (fallback="static") ever gives a caller text no model wrote. `extra_headers` are sent
+        with the request (the simulator's x-sim-* controls); `thinking=True` asks for adaptive
+        thinking (its blocks stay in `content`, never in `text`; pass them back unchanged when
+        continuing a tool-use turn)."""
+        if not isinstance(ctx, CallContext):
+            raise TypeError(f"ctx must be a CallContext, got {type(ctx).__name__}")
+        chain = fallback_chain(tier, fallback)
         if max_tokens < 1:
             raise ModelCallFailed("max_tokens must be positive")
-        labels = {
-            "purpose": purpose,
-            "ticket_id": ticket_id,
-            "run_id": run_id,
-            "customer_id": customer_id,
-        }
-        for name in RECORDED_LABELS:
-            limit = getattr(LLMCall._meta.get_field(name), "max_length", None) or 0
-            if labels[name] is not None and len(str(labels[name])) > limit:
-                # The call record could not hold it: refuse before the provider charges.
-                raise ModelCallFailed(f"{name} must be at most {limit} characters")
+        limit = getattr(LLMCall._meta.get_field("purpose"), "max_length", None) or 0
+        if len(purpose) > limit:
+            # The call record could not hold it: refuse before the provider charges.
+            raise ModelCallFailed(f"purpose must be at most {limit} characters")
+        check_outside_transaction("llm.complete()")
         loaded = prompt_registry.get(prompt)
         request = self.build_request(
             prompt=loaded,
@@ -289,23 +339,20 @@ class Gateway:
             thinking=thinking,
         )
         call = _Call(
+            ctx=ctx,
             tier=tier,
             purpose=purpose,
             prompt=loaded,
             request=request,
             max_tokens=max_tokens,
-            ticket_id="" if ticket_id is None else str(ticket_id),
-            run_id="" if run_id is None else str(run_id),
-            customer_id="" if customer_id is None else str(customer_id),
-            run_key=run_id,
-            customer_key=customer_id,
             tools=tools,
             output_schema=output_schema,
-            deadline=deadline,
             extra_headers=dict(extra_headers or {}),
             prompt_tokens=estimate_prompt_tokens(request),
+            recorder=CallRecorder(
+                ctx=ctx, purpose=purpose, tier=tier, prompt=loaded, simulated=self.simulated
+            ),
         )
-        chain: list[str] = ["large", "small"] if tier == "large" else ["small"]
         index = 0
         try:
             while index < len(chain):
@@ -316,71 +363,84 @@ class Gateway:
             # Without Redis no budget, limit or breaker can be enforced: fail closed, retry later.
             log.error("llm.redis_unavailable", error=str(exc), purpose=purpose)
             raise Defer(REDIS_DOWN_DEFER_SECONDS, "redis unavailable") from exc
-        return self._static(call)
+        if fallback == "static":
+            return self._static(call)
+        recorder = call.recorder
+        log.warning(
+            "llm.model_unavailable",
+            purpose=purpose,
+            run_id=ctx.run_id,
+            ticket_id=ctx.ticket_id,
+            steps=recorder.outcomes(),
+        )
+        raise ModelUnavailable(
+            recorder.outcomes(),
+            f"{tier} call with fallback={fallback!r}: {recorder.summary()}",
+            call_ids=[row.pk for row in recorder.steps],
+        )
 
     # ------------------------------------------------------------------------------ one step
     def _step(self, call: _Call, chain: list[str], index: int) -> tuple[Completion | None, int]:
         """Try chain[index]; returns a completion, or None and the index of the next step.
 
         The common path (breaker closed, budget fits, limiter has room) costs one Redis round
-        trip (ledgerly.llm.guards); every other path falls back to the separate scripts."""
+        trip (ledgerly.llm.guards); every other path falls back to the separate scripts. What
+        the step acquires is held by its lease, which gives back whatever is left on the way
+        out, however the step ends."""
         step_tier = chain[index]
         model = self.config.models[step_tier]
         candidates = self._candidates(call, chain, index)
-        fast = self.guards.admit(
-            model=model,
-            family=model_family(model),
-            limits=self.config.limits_for(model),
-            candidates=candidates,
-            run_id=call.run_key,
-            customer_id=call.customer_key,
-            input_tokens=call.prompt_tokens,
-            output_tokens=call.max_tokens,
-        )
-        probe = False
-        budget = fast.budget
-        if fast.breaker is not None:
-            if fast.breaker.verdict is Verdict.OPEN:
-                self._record(call, step_tier, model, Outcome.CIRCUIT_OPEN, error="circuit open")
-                return None, index + 1
-            probe = True  # this caller holds the single probe lease for the model
-            budget = self.budgets.reserve(
-                candidates, run_id=call.run_key, customer_id=call.customer_key
+        with StepLease(self.guards, model=model, limits=self.config.limits_for(model)) as lease:
+            fast = self.guards.admit(
+                model=model,
+                family=model_family(model),
+                limits=lease.limits,
+                candidates=candidates,
+                run_id=call.ctx.run_id,
+                customer_id=call.ctx.customer_ref,
+                input_tokens=call.prompt_tokens,
+                output_tokens=call.max_tokens,
             )
-        reservation = self._check_budget(call, chain[index], model, probe, budget)
-        permit = fast.permit
+            budget = fast.budget
+            if fast.breaker is not None:
+                if fast.breaker.verdict is Verdict.OPEN:
+                    self._record(call, step_tier, model, Outcome.CIRCUIT_OPEN, error="circuit open")
+                    return None, index + 1
+                lease.hold_probe()  # this caller holds the single probe lease for the model
+                budget = self.budgets.reserve(
+                    candidates, run_id=call.ctx.run_id, customer_id=call.ctx.customer_ref
+                )
+            lease.hold_reservation(self._check_budget(call, step_tier, model, budget))
+            if fast.permit is not None:
+                lease.hold_permit(fast.permit)
 
-        if reservation.index:
-            # The budget had no room for this model (or global spend passed the downgrade
-            # fraction): a later, cheaper step serves, after its own breaker check.
-            if probe:
-                self.breaker.release_probe(model)
-            log.warning(
-                "llm.budget_downgrade",
-                purpose=call.purpose,
-                from_model=model,
-                global_fraction=round(reservation.global_fraction, 4),
-            )
-            index += reservation.index
-            step_tier, model = chain[index], self.config.models[chain[index]]
-            admission = self.breaker.admit(model)
-            if admission.verdict is Verdict.OPEN:
-                self.budgets.settle(reservation, micro_usd=0, tokens=0)
-                self._record(call, step_tier, model, Outcome.CIRCUIT_OPEN, error="circuit open")
-                return None, index + 1
-            probe = admission.verdict is Verdict.PROBE
-            permit = None
+            reservation = lease.reservation
+            if reservation is not None and reservation.index:
+                # The budget had no room for this model (or global spend passed the downgrade
+                # fraction): a later, cheaper step serves, after its own breaker check.
+                log.warning(
+                    "llm.budget_downgrade",
+                    purpose=call.purpose,
+                    from_model=model,
+                    global_fraction=round(reservation.global_fraction, 4),
+                )
+                index += reservation.index
+                step_tier, model = chain[index], self.config.models[chain[index]]
+                lease.move_to(model, self.config.limits_for(model))
+                admission = self.breaker.admit(model)
+                if admission.verdict is Verdict.OPEN:
+                    self._record(call, step_tier, model, Outcome.CIRCUIT_OPEN, error="circuit open")
+                    return None, index + 1
+                if admission.verdict is Verdict.PROBE:
+                    lease.hold_probe()
 
-        if permit is None:
-            try:
-                permit = self._acquire_rate(call, model)
-            except Defer as defer:
-                self.budgets.settle(reservation, micro_usd=0, tokens=0)
-                if probe:
-                    self.breaker.release_probe(model)
-                self._record(call, step_tier, model, Outcome.DEFERRED, error=str(defer))
-                raise
-        return self._call_model(call, chain, index, model, reservation, permit, probe)
+            if lease.permit is None:
+                try:
+                    lease.hold_permit(self._acquire_rate(call, model))
+                except Defer as defer:
+                    self._record(call, step_tier, model, Outcome.DEFERRED, error=str(defer))
+                    raise
+            return self._call_model(call, chain, index, lease)
 
     def _candidates(self, call: _Call, chain: list[str], index: int) -> list[Candidate]:
         """Worst cases of chain[index:], in order: the budget takes the first that fits."""
@@ -398,12 +458,7 @@ class Gateway:
         ]
 
     def _check_budget(
-        self,
-        call: _Call,
-        tier: str,
-        model: str,
-        probe: bool,
-        outcome: Reservation | Refusal | None,
+        self, call: _Call, tier: str, model: str, outcome: Reservation | Refusal | None
     ) -> Reservation:
         """Pass a reservation on; on a refusal record it and raise BudgetExhausted."""
         if outcome is None:  # the combined script always answers on this path
@@ -411,8 +466,6 @@ class Gateway:
         self._budget_level(outcome.global_fraction)
         if isinstance(outcome, Reservation):
             return outcome
-        if probe:
-            self.breaker.release_probe(model)
         metrics.BUDGET_THRESHOLD.labels("exhausted").inc()
         self._record(
             call, tier, model, Outcome.BUDGET_EXHAUSTED, error=f"no budget room: {outcome.scope}"
@@ -432,36 +485,25 @@ class Gateway:
             )
             if permit is not None:
                 return permit
-            left = None if call.deadline is None else call.deadline - time.monotonic()
             if waited + wait > self.config.retry_after_cap_seconds or (
-                left is not None and wait > left
+                wait > call.ctx.seconds_left()
             ):
                 raise Defer(wait, f"rate limit for {family}")
             time.sleep(wait)
             waited += wait
 
     def _call_model(
-        self,
-        call: _Call,
-        chain: list[str],
-        index: int,
-        model: str,
-        reservation: Reservation,
-        permit: Permit,
-        probe: bool,
+        self, call: _Call, chain: list[str], index: int, lease: StepLease
     ) -> tuple[Completion | None, int]:
-        step_tier = chain[index]
-        limits = self.config.limits_for(model)
-        timeout = self.config.call_timeout_seconds
+        step_tier, model = chain[index], lease.model
         headers = dict(call.extra_headers)
-        if call.deadline is not None:
-            left = call.deadline - time.monotonic()
-            timeout = min(timeout, left)
-            headers[DEADLINE_HEADER] = repr(call.deadline)
+        # The deadline is wall-clock time (it may come from a checkpoint written elsewhere); the
+        # transport cuts attempts on this process's monotonic clock, derived from it here.
+        left = call.ctx.seconds_left()
+        deadline = time.monotonic() + left
+        timeout = min(self.config.call_timeout_seconds, left)
+        headers[DEADLINE_HEADER] = repr(deadline)
         if timeout < MIN_CALL_SECONDS:
-            self._release(reservation, permit, limits)
-            if probe:
-                self.breaker.release_probe(model)
             self._record(call, step_tier, model, Outcome.DEADLINE, error="no time left")
             return None, len(chain)
 
@@ -473,20 +515,19 @@ class Gateway:
             )
             message = raw.parse()
         except anthropic.APIStatusError as exc:
+            # An error answer is not billed: the reservation and estimates go back.
+            lease.release_budget()
             latency = time.perf_counter() - started
-            self._release(reservation, permit, limits)
-            return self._status_failure(call, chain, index, model, exc, latency, probe)
+            return self._status_failure(call, chain, index, lease, exc, latency)
         except anthropic.APIConnectionError as exc:  # includes timeouts, after the SDK's retries
+            lease.release_budget()
             latency = time.perf_counter() - started
-            self._release(reservation, permit, limits)
             if (
                 isinstance(exc, anthropic.APITimeoutError)
-                and call.deadline is not None
-                and time.monotonic() >= call.deadline - MIN_CALL_SECONDS
+                and time.monotonic() >= deadline - MIN_CALL_SECONDS
             ):
                 # Cut short by the run's own deadline, not by the model's health: many runs
                 # near their deadlines must not open the breaker for every worker.
-                self._give_back_probe(model, probe)
                 self._record(
                     call,
                     step_tier,
@@ -497,7 +538,7 @@ class Gateway:
                     error=f"{type(exc).__name__} at the deadline: {exc}",
                 )
                 return None, len(chain)
-            self._breaker_failure(model, probe)
+            lease.record_failure()
             self._record(
                 call,
                 step_tier,
@@ -512,8 +553,9 @@ class Gateway:
             # A 2xx that is not the API's answer (a broken proxy, a cut body): an outage of
             # this model as far as the breaker goes. The provider may have charged for it, so
             # the worst case stays reserved (never given back) and the permit stays taken.
+            lease.keep_spent()
             latency = time.perf_counter() - started
-            self._breaker_failure(model, probe)
+            lease.record_failure()
             self._record(
                 call,
                 step_tier,
@@ -522,32 +564,21 @@ class Gateway:
                 latency=latency,
                 attempts=1 if raw is None else raw.retries_taken + 1,
                 request_id="" if raw is None else raw.headers.get("request-id", ""),
-                error=f"unreadable response: {type(exc).__name__}: {exc}"[:2000],
+                error=f"unreadable response: {type(exc).__name__}: {exc}",
             )
             return None, index + 1
 
         latency = time.perf_counter() - started
-        usage = TokenUsage(
-            input_tokens=message.usage.input_tokens,
-            output_tokens=message.usage.output_tokens,
-            cache_creation_input_tokens=message.usage.cache_creation_input_tokens or 0,
-            cache_read_input_tokens=message.usage.cache_read_input_tokens or 0,
-        )
+        usage = usage_of(message)
         cost = cost_usd(self.config.price(model), usage)
-        fraction = reservation.global_fraction
-        with _after_the_call("settle", model):
-            fraction = self.guards.settle(
-                reservation,
-                permit,
-                limits,
-                micro_usd=to_micro_usd(cost),
-                tokens=usage.prompt_tokens + usage.output_tokens,
-                input_tokens=usage.input_tokens + usage.cache_creation_input_tokens,
-                output_tokens=usage.output_tokens,
-            )
-        self._budget_level(fraction)
-        with _after_the_call("breaker_success", model):
-            self.breaker.record_success(model, probe=probe)
+        fraction = lease.settle(
+            micro_usd=to_micro_usd(cost),
+            tokens=usage.prompt_tokens + usage.output_tokens,
+            input_tokens=usage.input_tokens + usage.cache_creation_input_tokens,
+            output_tokens=usage.output_tokens,
+        )
+        if fraction is not None:
+            self._budget_level(fraction)
 
         content = [block.to_dict(mode="json") for block in message.content]
         text = "".join(b["text"] for b in content if b.get("type") == "text")
@@ -556,12 +587,12 @@ class Gateway:
                 id=b["id"],
                 name=b["name"],
                 input=b.get("input") or {},
-                error=self._tool_input_error(call.tools, b["name"], b.get("input")),
+                error=tool_input_error(call.tools, b["name"], b.get("input")),
             )
             for b in content
             if b.get("type") == "tool_use"
         ]
-        data, invalid = self._structured(call.output_schema, text, message.stop_reason)
+        data, invalid = parse_structured(call.output_schema, text, message.stop_reason)
         simulated = raw.headers.get(SIMULATOR_HEADER) == "1"
         record = self._record(
             call,
@@ -606,97 +637,44 @@ class Gateway:
         call: _Call,
         chain: list[str],
         index: int,
-        model: str,
+        lease: StepLease,
         exc: anthropic.APIStatusError,
         latency: float,
-        probe: bool,
     ) -> tuple[Completion | None, int]:
-        step_tier = chain[index]
+        """An error answer after the SDK's retries. The probe, if held, goes back with the
+        lease unless the error is an outage of the model (then the breaker counts it)."""
+        step_tier, model = chain[index], lease.model
         headers = exc.response.headers
-        attempts = _attempts(exc.response.request)
         common: dict[str, Any] = {
             "latency": latency,
-            "attempts": attempts,
+            "attempts": _attempts(exc.response.request),
             "simulated": headers.get(SIMULATOR_HEADER) == "1",
             "request_id": headers.get("request-id", ""),
-            "error": f"{exc.status_code}: {exc.message}"[:2000],
+            "error": f"{exc.status_code}: {exc.message}",
         }
         if DEFER_HEADER in headers:
-            self._give_back_probe(model, probe)
             seconds = float(headers[DEFER_HEADER])
             self._record(call, step_tier, model, Outcome.DEFERRED, **common)
             raise Defer(seconds, f"{exc.status_code} from {model}") from exc
         if SPEND_LIMIT_HEADER in headers:
-            self._give_back_probe(model, probe)
             self._record(call, step_tier, model, Outcome.BUDGET_EXHAUSTED, **common)
             raise BudgetExhausted("provider_spend_limit", str(exc)) from exc
         if headers.get(DEADLINE_EXCEEDED_HEADER) == "exceeded":
-            self._give_back_probe(model, probe)
             self._record(call, step_tier, model, Outcome.DEADLINE, **common)
             return None, len(chain)
         if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
             # Retryable, and the SDK's retries ran out: try the next step. Being rate limited
             # says nothing about the model's health, so only the others count for the breaker.
-            if exc.status_code == 429:
-                self._give_back_probe(model, probe)
-            else:
-                self._breaker_failure(model, probe)
+            if exc.status_code != 429:
+                lease.record_failure()
             self._record(call, step_tier, model, Outcome.FAILED, **common)
             return None, index + 1
-        self._give_back_probe(model, probe)
         self._record(call, step_tier, model, Outcome.BAD_REQUEST, **common)
         raise ModelCallFailed(
             f"{model} refused the request: {exc.status_code} {exc.message}"
         ) from exc
 
     # ------------------------------------------------------------------------------ helpers
-    def _release(self, reservation: Reservation, permit: Permit, limits: RateLimits) -> None:
-        """Nothing was charged: give back the budget reservation and the token estimates."""
-        with _after_the_call("release", permit.family):
-            self.guards.settle(
-                reservation, permit, limits, micro_usd=0, tokens=0, input_tokens=0, output_tokens=0
-            )
-
-    def _structured(
-        self, schema: dict[str, Any] | None, text: str, stop_reason: str | None
-    ) -> tuple[dict[str, Any] | None, str | None]:
-        """Parse and re-validate a structured answer; returns (data, error)."""
-        if schema is None:
-            return None, None
-        if stop_reason == "max_tokens":
-            return None, "structured output cut off at max_tokens"
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            return None, f"structured output is not JSON: {exc}"
-        error = schema_errors(schema, data)
-        if error is not None:
-            return None, f"structured output violates its schema: {error}"
-        return data if isinstance(data, dict) else {"value": data}, None
-
-    @staticmethod
-    def _tool_input_error(
-        tools: Sequence[dict[str, Any]] | None, name: str, tool_input: object
-    ) -> str | None:
-        tool = next((t for t in tools or () if t.get("name") == name), None)
-        if tool is None:
-            return f"unknown tool {name!r}"
-        schema = tool.get("input_schema")
-        return None if schema is None else schema_errors(schema, tool_input)
-
-    def _give_back_probe(self, model: str, probe: bool) -> None:
-        if probe:
-            with _after_the_call("release_probe", model):
-                self.breaker.release_probe(model)
-
-    def _breaker_failure(self, model: str, probe: bool) -> None:
-        result = "unknown"
-        with _after_the_call("breaker_failure", model):
-            result = self.breaker.record_failure(model, probe=probe)
-        if result in ("opened", "reopened"):
-            metrics.BREAKER_OPENED.labels(model).inc()
-            log.error("llm.breaker_opened", model=model, how=result)
-
     def _budget_level(self, fraction: float) -> None:
         metrics.BUDGET_USED.set(fraction)
         if fraction < self.config.warn_fraction:
@@ -711,68 +689,15 @@ class Gateway:
     def _provider_limits(self, model: str, remaining: dict[str, tuple[int, float] | None]) -> None:
         self.limiter.observe(model_family(model), self.config.limits_for(model), remaining)
 
-    def _record(
-        self,
-        call: _Call,
-        served_tier: str,
-        model: str,
-        outcome: str,
-        *,
-        usage: TokenUsage | None = None,
-        cost: Decimal | None = None,
-        latency: float = 0.0,
-        attempts: int = 0,
-        simulated: bool | None = None,
-        request_id: str = "",
-        stop_reason: str = "",
-        error: str = "",
-    ) -> LLMCall:
-        usage = usage or TokenUsage()
-        row = LLMCall(
-            ticket_id=call.ticket_id,
-            run_id=call.run_id,
-            customer_id=call.customer_id,
-            purpose=call.purpose,
-            tier=call.tier,
-            served_tier=served_tier,
-            model=model,
-            prompt_name=call.prompt.name,
-            prompt_version=call.prompt.version,
-            prompt_hash=call.prompt.sha256,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_creation_input_tokens=usage.cache_creation_input_tokens,
-            cache_read_input_tokens=usage.cache_read_input_tokens,
-            cost_usd=cost or Decimal(0),
-            latency_ms=round(latency * 1000),
-            attempts=attempts,
-            outcome=outcome,
-            fallback=bool(call.steps) or bool(served_tier and served_tier != call.tier),
-            simulated=self.simulated if simulated is None else simulated,
-            request_id=request_id,
-            stop_reason=stop_reason,
-            error=error,
-        )
-        llm_call_save(row=row)
-        call.steps.append(row)
-        metrics.CALLS.labels(call.tier, model or "static", outcome).inc()
-        if cost:
-            metrics.COST.labels(model).inc(float(cost))
-            metrics.TOKENS.labels(model, "input").inc(usage.input_tokens)
-            metrics.TOKENS.labels(model, "output").inc(usage.output_tokens)
-            metrics.TOKENS.labels(model, "cache_write").inc(usage.cache_creation_input_tokens)
-            metrics.TOKENS.labels(model, "cache_read").inc(usage.cache_read_input_tokens)
-        if latency:
-            metrics.LATENCY.labels(model).observe(latency)
-        return row
+    @staticmethod
+    def _record(call: _Call, served_tier: str, model: str, outcome: str, **fields: Any) -> LLMCall:
+        return call.recorder.record(served_tier, model, outcome, **fields)
 
     def _static(self, call: _Call) -> Completion:
+        steps = call.recorder.outcomes()
         record = self._record(call, "", "", Outcome.STATIC, error="every model step failed")
         log.error(
-            "llm.static_answer",
-            purpose=call.purpose,
-            ticket_id=call.ticket_id,
-            steps=[s.outcome for s in call.steps[:-1]],
+            "llm.static_answer", purpose=call.purpose, ticket_id=call.ctx.ticket_id, steps=steps
         )
         return Completion(
             text=STATIC_REPLY,
@@ -790,18 +715,6 @@ class Gateway:
             simulated=self.simulated,
             prompt_ref=call.prompt.ref,
         )
-
-
-@contextlib.contextmanager
-def _after_the_call(what: str, model: str) -> Iterator[None]:
-    """Redis bookkeeping once the provider has been called. The call happened (and may have been
-    charged) whatever Redis says now, so losing Redis here must not lose the answer or its
-    record, nor send the caller to pay for it again: the reservation then stays counted at its
-    worst case (budgets err on refusing) and a probe lease expires by itself."""
-    try:
-        yield
-    except redis.RedisError as exc:
-        log.error("llm.redis_lost_after_call", what=what, model=model, error=str(exc))
 
 
 def _attempts(request: httpx2.Request | None) -> int:
@@ -855,6 +768,33 @@ def backend_description() -> dict[str, object]:
     }
 
 
-def complete(**kwargs: Any) -> Completion:
-    """Call a model through the gateway; see Gateway.complete for the arguments."""
-    return get_gateway().complete(**kwargs)
+def complete(
+    *,
+    ctx: CallContext,
+    tier: Tier,
+    purpose: str,
+    prompt: str,
+    messages: list[dict[str, Any]],
+    max_tokens: int,
+    fallback: Fallback,
+    tools: Sequence[dict[str, Any]] | None = None,
+    output_schema: dict[str, Any] | None = None,
+    system_extra: str | None = None,
+    extra_headers: dict[str, str] | None = None,
+    thinking: bool = False,
+) -> Completion:
+    """Call a model through this process's gateway; see Gateway.complete."""
+    return get_gateway().complete(
+        ctx=ctx,
+        tier=tier,
+        purpose=purpose,
+        prompt=prompt,
+        messages=messages,
+        max_tokens=max_tokens,
+        fallback=fallback,
+        tools=tools,
+        output_schema=output_schema,
+        system_extra=system_extra,
+        extra_headers=extra_headers,
+        thinking=thinking,
+    )

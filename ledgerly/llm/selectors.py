@@ -1,12 +1,13 @@
-"""Reads of the gateway's call records: per ticket, per run, spend summaries."""
+"""Reads of the gateway's records: calls per ticket and per run, spend summaries, batches due."""
 
 from __future__ import annotations
 
+import datetime
 from decimal import Decimal
 
 from django.db.models import Count, QuerySet, Sum
 
-from ledgerly.llm.models import LLMCall
+from ledgerly.llm.models import LLMBatch, LLMCall
 
 
 def llm_calls_for_ticket(*, ticket_id: object) -> QuerySet[LLMCall]:
@@ -30,3 +31,11 @@ def llm_spend_for_run(*, run_id: object) -> dict[str, object]:
     return {
         k: (v if v is not None else (Decimal(0) if k == "cost" else 0)) for k, v in totals.items()
     }
+
+
+def batches_due(now: datetime.datetime) -> QuerySet[LLMBatch]:
+    """Message Batches to poll now (for the beat sweep that calls `batches.batch_poll`), the
+    longest waiting first."""
+    return LLMBatch.objects.filter(state=LLMBatch.State.PROCESSING, next_poll_at__lte=now).order_by(
+        "next_poll_at", "id"
+    )

@@ -18,8 +18,11 @@ header on the way back:
 It also reads `anthropic-ratelimit-*` headers and, when the provider reports less than a fifth
 of a limit remaining, lowers the shared limiter's bucket (one Redis call, only then).
 
-The deadline travels as a request header (`x-ledgerly-deadline`, a time.monotonic() value of this
-process) that is removed here, before the request leaves the process.
+The deadline travels as a request header (`x-ledgerly-deadline`) that is removed here, before the
+request leaves the process. Its value is a time.monotonic() value of this process, derived by the
+gateway at call time from the call's wall-clock deadline (CallContext.deadline_at, which may come
+from a checkpoint another worker wrote): the monotonic clock is immune to clock steps during the
+call, the wall clock is what survives between processes.
 """
 
 from __future__ import annotations

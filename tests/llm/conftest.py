@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from ledgerly.llm import gateway as gateway_module
+from ledgerly.llm.context import CallContext
 from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
 
 ROUTE_SCHEMA = {
@@ -60,3 +61,19 @@ def gateway(make_gateway):
 
 def user(text: str) -> list[Any]:
     return [{"role": "user", "content": text}]
+
+
+def run_ctx(
+    run_id: object = "run-test",
+    ticket_id: object = "",
+    customer_ref: object = "cus_test",
+    *,
+    seconds: float = 30.0,
+) -> CallContext:
+    """The run a test's call belongs to (ids given as numbers are written as strings)."""
+    return CallContext.starting_now(
+        run_id=str(run_id),
+        ticket_id=str(ticket_id),
+        customer_ref=str(customer_ref),
+        seconds=seconds,
+    )

@@ -1,22 +1,39 @@
-"""Message Batches under the faults found in review: a dated model id in the answers, a batch
-that outlives the caller's patience."""
+"""Message Batches under the faults found in review: a dated model id in the answers, a poll
+redelivered while another is recording, a submission the provider refuses."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
+
 import httpx2
 import pytest
+from django.db import connection
 
 from ledgerly import llm
+from ledgerly.llm.batches import batch_poll, batch_submit
 from ledgerly.llm.conf import config
 from ledgerly.llm.gateway import Gateway
-from ledgerly.llm.models import LLMCall
-from ledgerly.llm.pricing import TokenUsage, cost_usd
-from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
-from tests.llm.conftest import user
+from ledgerly.llm.models import LLMBatch, LLMCall
+from ledgerly.llm.pricing import TokenUsage, cost_usd, to_micro_usd
+from ledgerly.llm.simulator import SimulatorTransport
+from tests.llm.conftest import run_ctx, user
 
 pytestmark = pytest.mark.django_db
 
 DATED = "claude-haiku-5-5-20261001"
+
+
+def one_request(custom_id: str = "x") -> list[llm.BatchRequest]:
+    return [
+        llm.BatchRequest(
+            custom_id=custom_id,
+            tier="small",
+            prompt="route_ticket",
+            messages=user("hi"),
+            max_tokens=50,
+        )
+    ]
 
 
 class AnswersWithTheSnapshotId(httpx2.BaseTransport):
@@ -37,11 +54,9 @@ class AnswersWithTheSnapshotId(httpx2.BaseTransport):
 def test_batch_answers_naming_a_dated_snapshot_are_priced_and_recorded(make_gateway):
     make_gateway()
     gateway = Gateway(inner_transport=AnswersWithTheSnapshotId(SimulatorTransport()))
-    request = llm.BatchRequest(
-        custom_id="a", tier="small", prompt="route_ticket", messages=user("hi"), max_tokens=50
-    )
+    batch = batch_submit(ctx=run_ctx(), key="dated", requests=one_request("a"), gateway=gateway)
 
-    [result] = llm.run_batch([request], poll_seconds=0.01, gateway=gateway)
+    [result] = batch_poll(batch=batch, gateway=gateway) or []
 
     row = LLMCall.objects.get(pk=result.call_id)
     usage = TokenUsage(row.input_tokens, row.output_tokens)
@@ -54,19 +69,53 @@ def test_batch_answers_naming_a_dated_snapshot_are_priced_and_recorded(make_gate
     assert gateway.budgets.spent()["global_day"] >= row.cost_usd * 1_000_000
 
 
-def test_a_batch_given_up_on_is_cancelled_and_stays_counted(make_gateway):
+class RefusesBatches(httpx2.BaseTransport):
+    """A provider that answers batch submissions with an overloaded error."""
+
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "POST" and request.url.path == "/v1/messages/batches":
+            return httpx2.Response(
+                529,
+                headers={"x-should-retry": "false"},
+                json={"type": "error", "error": {"type": "overloaded_error", "message": "busy"}},
+                request=request,
+            )
+        return self.inner.handle_request(request)
+
+
+def test_a_refused_submission_gives_back_its_reservation_and_its_key(make_gateway):
     make_gateway()
-    simulator = SimulatorTransport(SimulatorConfig(batch_delay_s=30))
-    gateway = Gateway(inner_transport=simulator)
-    request = llm.BatchRequest(
-        custom_id="late", tier="small", prompt="route_ticket", messages=user("hi"), max_tokens=50
-    )
+    refusing = Gateway(inner_transport=RefusesBatches(SimulatorTransport()))
 
-    with pytest.raises(llm.ModelCallFailed, match="did not end"):
-        llm.run_batch([request], poll_seconds=0.01, timeout_seconds=0.05, gateway=gateway)
+    with pytest.raises(llm.Defer):
+        batch_submit(ctx=run_ctx(), key="retry-me", requests=one_request(), gateway=refusing)
 
-    [batch] = gateway.client.messages.batches.list().data
-    assert batch.processing_status in ("canceling", "ended")
-    assert batch.cancel_initiated_at is not None
-    # What the provider may still bill stays reserved: the budget is not handed back.
-    assert gateway.budgets.spent()["global_day"] > 0
+    assert not LLMBatch.objects.exists()
+    assert refusing.budgets.spent()["global_day"] == 0
+    working = Gateway(inner_transport=SimulatorTransport())
+    batch = batch_submit(ctx=run_ctx(), key="retry-me", requests=one_request(), gateway=working)
+    assert batch.state == "processing"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_polls_at_once_record_an_ended_batch_once(gateway):
+    # A poll redelivered (or the sweep catching up) while another poller is recording.
+    batch = batch_submit(ctx=run_ctx(run_id="race"), key="race", requests=one_request("r"))
+    barrier = threading.Barrier(2)
+
+    def poll(_: int) -> list[str]:
+        try:
+            barrier.wait()
+            return [r.outcome for r in batch_poll(batch=LLMBatch.objects.get(pk=batch.pk)) or []]
+        finally:
+            connection.close()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(poll, range(2)))
+
+    row = LLMCall.objects.get()
+    assert outcomes == [["succeeded"], ["succeeded"]]
+    assert gateway.budgets.spent(run_id="race")["run_usd"] == to_micro_usd(row.cost_usd)

@@ -8,11 +8,11 @@ import pytest
 
 from ledgerly import llm
 from ledgerly.llm.conf import config
-from ledgerly.llm.gateway import STATIC_REPLY
+from ledgerly.llm.gateway import STATIC_REPLY, parse_structured
 from ledgerly.llm.models import LLMCall
 from ledgerly.llm.pricing import TokenUsage, cost_usd
 from ledgerly.llm.prompt_registry import get as get_prompt
-from tests.llm.conftest import LOOKUP_TOOL, ROUTE_SCHEMA, user
+from tests.llm.conftest import LOOKUP_TOOL, ROUTE_SCHEMA, run_ctx, user
 
 pytestmark = pytest.mark.django_db
 
@@ -24,14 +24,13 @@ def outcomes(**filters) -> list[tuple[str, str, bool]]:
 
 def test_a_call_is_recorded_with_model_prompt_tokens_and_cost(gateway):
     completion = llm.complete(
+        ctx=run_ctx(ticket_id=17, run_id="run-1", customer_ref=5),
         tier="small",
         purpose="summarise",
         prompt="summarise_conversation",
         messages=user("Customer: I was charged twice for invoice INV-1001 on 3 May, 49 EUR."),
         max_tokens=200,
-        ticket_id=17,
-        run_id="run-1",
-        customer_id=5,
+        fallback="static",
     )
 
     row = LLMCall.objects.get(pk=completion.call_id)
@@ -70,12 +69,14 @@ def test_a_call_is_recorded_with_model_prompt_tokens_and_cost(gateway):
 
 def test_structured_output_is_parsed_and_validated(gateway):
     completion = llm.complete(
+        ctx=run_ctx(),
         tier="small",
         purpose="route",
         prompt="route_ticket",
         messages=user("I was charged twice this month, please refund the duplicate charge."),
         max_tokens=200,
         output_schema=ROUTE_SCHEMA,
+        fallback="static",
     )
 
     assert completion.data is not None
@@ -84,7 +85,7 @@ def test_structured_output_is_parsed_and_validated(gateway):
 
 
 def test_a_valid_structured_answer_passes_validation_in_code(gateway):
-    data, problem = gateway._structured(
+    data, problem = parse_structured(
         ROUTE_SCHEMA, '{"lane": "refund", "confidence": 0.9, "reason": "x"}', "end_turn"
     )
 
@@ -102,21 +103,24 @@ def test_a_valid_structured_answer_passes_validation_in_code(gateway):
     ],
 )
 def test_invalid_structured_answers_are_caught_in_code(gateway, text, stop_reason, error):
-    data, problem = gateway._structured(ROUTE_SCHEMA, text, stop_reason)
+    data, problem = parse_structured(ROUTE_SCHEMA, text, stop_reason)
 
     assert data is None
+    assert problem is not None
     assert error in problem
 
 
 def test_tool_input_violating_its_schema_is_flagged(gateway, simulator):
     simulator.inject("malformed_tool_input")
     completion = llm.complete(
+        ctx=run_ctx(),
         tier="small",
         purpose="agent_step",
         prompt="faq_answer",
         messages=user("Please check charge ch_123 on my account."),
         max_tokens=300,
         tools=[LOOKUP_TOOL],
+        fallback="static",
     )
 
     assert [c.name for c in completion.tool_calls] == ["lookup_charge"]
@@ -141,6 +145,7 @@ def test_static_prompt_and_tools_carry_cache_control(gateway):
 
 def test_sdk_retries_an_overloaded_529_and_the_call_succeeds(gateway):
     completion = llm.complete(
+        ctx=run_ctx(),
         tier="small",
         purpose="route",
         prompt="route_ticket",
@@ -152,6 +157,7 @@ def test_sdk_retries_an_overloaded_529_and_the_call_succeeds(gateway):
             "x-sim-fault-key": "retry-529",
             "x-sim-retry-after": "0.01",
         },
+        fallback="static",
     )
 
     row = LLMCall.objects.get(pk=completion.call_id)
@@ -180,12 +186,14 @@ def test_a_retry_after_beyond_the_cap_becomes_defer_without_waiting(gateway):
     started = time.monotonic()
     with pytest.raises(llm.Defer) as caught:
         llm.complete(
+            ctx=run_ctx(),
             tier="small",
             purpose="route",
             prompt="route_ticket",
             messages=user("hello"),
             max_tokens=50,
             extra_headers={"x-sim-fault": "rate_limited", "x-sim-retry-after": "90"},
+            fallback="static",
         )
 
     assert caught.value.seconds == 90
@@ -196,6 +204,7 @@ def test_a_retry_after_beyond_the_cap_becomes_defer_without_waiting(gateway):
 
 def test_a_retry_after_under_the_cap_is_waited_out_by_the_sdk(gateway):
     completion = llm.complete(
+        ctx=run_ctx(),
         tier="small",
         purpose="route",
         prompt="route_ticket",
@@ -207,6 +216,7 @@ def test_a_retry_after_under_the_cap_is_waited_out_by_the_sdk(gateway):
             "x-sim-fault-key": "short-429",
             "x-sim-retry-after": "0.2",
         },
+        fallback="static",
     )
 
     assert LLMCall.objects.get(pk=completion.call_id).attempts == 2
@@ -222,12 +232,14 @@ def test_a_retry_after_under_the_cap_is_waited_out_by_the_sdk(gateway):
 def test_permanent_errors_are_not_retried(gateway, fault, error, outcome):
     with pytest.raises(error):
         llm.complete(
+            ctx=run_ctx(),
             tier="large",
             purpose="agent_step",
             prompt="faq_answer",
             messages=user("hello"),
             max_tokens=50,
             extra_headers={"x-sim-fault": fault},
+            fallback="static",
         )
 
     row = LLMCall.objects.get()  # no fallback either: the request itself is the problem
@@ -238,12 +250,13 @@ def test_large_falls_back_to_small_and_both_steps_are_recorded(gateway, simulato
     simulator.inject("overloaded", times=2)  # both attempts on the large model
 
     completion = llm.complete(
+        ctx=run_ctx(ticket_id=3),
         tier="large",
         purpose="agent_step",
         prompt="faq_answer",
         messages=user("How do refunds work?"),
         max_tokens=100,
-        ticket_id=3,
+        fallback="static",
     )
 
     assert (completion.tier, completion.model, completion.fallback) == (
@@ -262,12 +275,13 @@ def test_when_every_model_fails_the_static_answer_escalates(gateway, simulator):
     simulator.inject("server_error", times=4)
 
     completion = llm.complete(
+        ctx=run_ctx(ticket_id=4),
         tier="large",
         purpose="agent_step",
         prompt="faq_answer",
         messages=user("How do refunds work?"),
         max_tokens=100,
-        ticket_id=4,
+        fallback="static",
     )
 
     assert (completion.static, completion.fallback, completion.text) == (True, True, STATIC_REPLY)
@@ -284,12 +298,13 @@ def test_an_open_breaker_skips_its_model_without_calling_it(gateway, simulator):
         gateway.breaker.record_failure("claude-sonnet-5-5", probe=False)
 
     completion = llm.complete(
+        ctx=run_ctx(ticket_id=5),
         tier="large",
         purpose="agent_step",
         prompt="faq_answer",
         messages=user("How do refunds work?"),
         max_tokens=100,
-        ticket_id=5,
+        fallback="static",
     )
 
     assert completion.tier == "small"
@@ -304,11 +319,23 @@ def test_repeated_failures_through_the_gateway_open_the_breaker(gateway, simulat
     simulator.inject("server_error", times=6)  # 3 small-tier calls x 2 attempts
     for _ in range(3):
         llm.complete(
-            tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+            ctx=run_ctx(),
+            tier="small",
+            purpose="route",
+            prompt="route_ticket",
+            messages=user("x"),
+            max_tokens=20,
+            fallback="static",
         )
 
     completion = llm.complete(
-        tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+        ctx=run_ctx(),
+        tier="small",
+        purpose="route",
+        prompt="route_ticket",
+        messages=user("x"),
+        max_tokens=20,
+        fallback="static",
     )
 
     assert gateway.breaker.state("claude-haiku-5-5") == "open"
@@ -321,12 +348,13 @@ def test_repeated_failures_through_the_gateway_open_the_breaker(gateway, simulat
 
 def test_a_deadline_already_passed_means_no_call(gateway):
     completion = llm.complete(
+        ctx=run_ctx(seconds=-1),
         tier="small",
         purpose="route",
         prompt="route_ticket",
         messages=user("x"),
         max_tokens=20,
-        deadline=time.monotonic() - 1,
+        fallback="static",
     )
 
     assert completion.static
@@ -339,12 +367,13 @@ def test_run_budget_refusal_raises_budget_exhausted_and_is_recorded(make_gateway
 
     with pytest.raises(llm.BudgetExhausted) as caught:
         llm.complete(
+            ctx=run_ctx(run_id="tiny"),
             tier="small",
             purpose="route",
             prompt="route_ticket",
             messages=user("x"),
             max_tokens=20,
-            run_id="tiny",
+            fallback="static",
         )
 
     assert caught.value.scope == "run_usd"
@@ -361,13 +390,25 @@ def test_provider_headers_reporting_no_room_stop_calls_before_a_429(settings, re
 
     answered = [
         llm.complete(
-            tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+            ctx=run_ctx(),
+            tier="small",
+            purpose="route",
+            prompt="route_ticket",
+            messages=user("x"),
+            max_tokens=20,
+            fallback="static",
         ).static
         for _ in range(5)
     ]
     with pytest.raises(llm.Defer) as caught:
         llm.complete(
-            tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+            ctx=run_ctx(),
+            tier="small",
+            purpose="route",
+            prompt="route_ticket",
+            messages=user("x"),
+            max_tokens=20,
+            fallback="static",
         )
 
     assert answered == [False] * 5
@@ -395,7 +436,13 @@ def test_global_spend_thresholds_warn_and_then_serve_large_calls_small(
     }
 
     completion = llm.complete(
-        tier="large", purpose="agent_step", prompt="faq_answer", messages=user("hi"), max_tokens=50
+        ctx=run_ctx(),
+        tier="large",
+        purpose="agent_step",
+        prompt="faq_answer",
+        messages=user("hi"),
+        max_tokens=50,
+        fallback="static",
     )
 
     after = {
@@ -417,7 +464,13 @@ def test_at_100_percent_of_the_global_budget_model_calls_stop(gateway, settings)
 
     with pytest.raises(llm.BudgetExhausted):
         llm.complete(
-            tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+            ctx=run_ctx(),
+            tier="small",
+            purpose="route",
+            prompt="route_ticket",
+            messages=user("x"),
+            max_tokens=20,
+            fallback="static",
         )
 
 
@@ -426,12 +479,13 @@ def test_spend_for_a_run_sums_every_recorded_step(gateway, simulator):
 
     simulator.inject("overloaded", times=2)
     completion = llm.complete(
+        ctx=run_ctx(run_id=9),
         tier="large",
         purpose="agent_step",
         prompt="faq_answer",
         messages=user("hi"),
         max_tokens=50,
-        run_id=9,
+        fallback="static",
     )
 
     spend = llm_spend_for_run(run_id=9)
@@ -446,7 +500,13 @@ def test_without_redis_calls_are_deferred_not_made_unguarded(make_gateway, setti
 
     with pytest.raises(llm.Defer):
         llm.complete(
-            tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+            ctx=run_ctx(),
+            tier="small",
+            purpose="route",
+            prompt="route_ticket",
+            messages=user("x"),
+            max_tokens=20,
+            fallback="static",
         )
 
     assert not LLMCall.objects.exists()
@@ -457,7 +517,13 @@ def test_a_call_record_written_outside_a_transaction_leaves_the_session_settings
     from django.db import connection
 
     completion = llm.complete(
-        tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+        ctx=run_ctx(),
+        tier="small",
+        purpose="route",
+        prompt="route_ticket",
+        messages=user("x"),
+        max_tokens=20,
+        fallback="static",
     )
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
@@ -471,12 +537,14 @@ def test_a_call_record_written_outside_a_transaction_leaves_the_session_settings
 
 def test_adaptive_thinking_blocks_stay_out_of_the_text(gateway):
     completion = llm.complete(
+        ctx=run_ctx(),
         tier="large",
         purpose="agent_step",
         prompt="faq_answer",
         messages=user("How long do refunds take to reach my card?"),
         max_tokens=2000,
         thinking=True,
+        fallback="static",
     )
 
     kinds = [block["type"] for block in completion.content]
@@ -489,6 +557,7 @@ def test_adaptive_thinking_blocks_stay_out_of_the_text(gateway):
 
 def test_a_timed_out_attempt_is_retried_by_the_sdk(gateway):
     completion = llm.complete(
+        ctx=run_ctx(),
         tier="small",
         purpose="route",
         prompt="route_ticket",
@@ -499,6 +568,7 @@ def test_a_timed_out_attempt_is_retried_by_the_sdk(gateway):
             "x-sim-fault-times": "1",
             "x-sim-fault-key": "timeout-once",
         },
+        fallback="static",
     )
 
     assert LLMCall.objects.get(pk=completion.call_id).attempts == 2
@@ -514,7 +584,13 @@ def test_only_outages_count_towards_the_breaker(
     simulator.inject(fault, times=2)  # both attempts of the one small-tier step
 
     completion = llm.complete(
-        tier="small", purpose="route", prompt="route_ticket", messages=user("x"), max_tokens=20
+        ctx=run_ctx(),
+        tier="small",
+        purpose="route",
+        prompt="route_ticket",
+        messages=user("x"),
+        max_tokens=20,
+        fallback="static",
     )
 
     failures_key = gateway.breaker.keys("claude-haiku-5-5")[2]

@@ -18,6 +18,7 @@ from ledgerly.llm.models import LLMCall
 from ledgerly.llm.pricing import worst_case_micro_usd
 from ledgerly.llm.prompt_registry import get as get_prompt
 from tests.llm import workers
+from tests.llm.conftest import run_ctx
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -45,13 +46,14 @@ def budget_for_50_calls(gateway) -> Decimal:
 def call(_: int) -> str:
     try:
         completion = llm.complete(
+            ctx=run_ctx(run_id="race"),
             tier="small",
             purpose="route",
             prompt="route_ticket",
             messages=QUESTION,
             max_tokens=100,
-            run_id="race",
             extra_headers=SLOW,
+            fallback="static",
         )
         return "static" if completion.static else "ok"
     except llm.LLMError as exc:
@@ -101,12 +103,13 @@ def test_breaker_opened_by_failures_in_another_process_fails_calls_fast_here(mak
         )
 
     completion = llm.complete(
+        ctx=run_ctx(run_id="here"),
         tier="small",
         purpose="route",
         prompt="route_ticket",
         messages=QUESTION,
         max_tokens=100,
-        run_id="here",
+        fallback="static",
     )
 
     assert other == ["static"] * 3

@@ -16,7 +16,7 @@ from ledgerly.llm import gateway as gateway_module
 from ledgerly.llm.conf import build_config
 from ledgerly.llm.models import LLMCall
 
-from .conftest import user
+from .conftest import run_ctx, user
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,11 +59,13 @@ def test_gateway_answers_from_a_simulator_served_over_http(settings, redis_clien
     gateway_module.install(gw)
     try:
         completion = gateway_module.complete(
+            ctx=run_ctx(),
             tier="small",
             purpose="summarise",
             prompt="summarise_conversation",
             messages=user("I was charged twice for invoice INV-1 and want my money back."),
             max_tokens=200,
+            fallback="static",
         )
     finally:
         gateway_module.install(None)

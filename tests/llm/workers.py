@@ -105,13 +105,16 @@ def gateway_calls(
     def one(_: int) -> str:
         try:
             completion = llm.complete(
+                ctx=llm.CallContext.starting_now(
+                    run_id=run_id, ticket_id="", customer_ref="cus_race", seconds=60
+                ),
                 tier="small",
                 purpose="route",
                 prompt="route_ticket",
                 messages=[{"role": "user", "content": "Where can I find my invoices?"}],
                 max_tokens=100,
-                run_id=run_id,
                 extra_headers=headers,
+                fallback="static",
             )
             return "static" if completion.static else "ok"
         except llm.LLMError as exc:

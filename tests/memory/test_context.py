@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 
+from ledgerly.llm import CallContext
 from ledgerly.llm.models import LLMCall
 from memory import context, hot, services
 
@@ -21,6 +22,13 @@ LINES = [
         "I have filed a refund request for ch_dup0042; staff decide within 1 business day.",
     ),
 ]
+
+
+def run_of(customer) -> CallContext:
+    """The run a context assembly belongs to (its summary call counts against it)."""
+    return CallContext.starting_now(
+        run_id=f"run-ctx-{customer.ref}", ticket_id="", customer_ref=customer.ref, seconds=30
+    )
 
 
 def _long_conversation(customer, turns: int):
@@ -38,7 +46,7 @@ def test_a_short_conversation_is_all_verbatim_and_calls_no_model(
 ):
     conversation = _long_conversation(customer, 4)
 
-    built = context.build_context(conversation=conversation)
+    built = context.build_context(conversation=conversation, ctx=run_of(customer))
 
     assert [t.seq for t in built.turns] == [1, 2, 3, 4]
     assert (built.summary, built.summary_source) == ("", "none")
@@ -53,7 +61,7 @@ def test_a_long_conversation_fits_the_budget_with_older_turns_summarised(
     conversation = _long_conversation(customer, 40)
     services.customer_memory_add(customer=customer, text="Was double-charged once before, in May")
 
-    built = context.build_context(conversation=conversation, token_budget=900)
+    built = context.build_context(conversation=conversation, ctx=run_of(customer), token_budget=900)
 
     assert built.tokens_used <= 900
     assert len(built.turns) >= 4
@@ -67,7 +75,10 @@ def test_a_long_conversation_fits_the_budget_with_older_turns_summarised(
         "small",
         "summarise_conversation",
     )
-    assert call.customer_id == str(customer.id)
+    # The summary belongs to the run that asked for the context, and its customer's budget.
+    assert (call.run_id, call.customer_id) == (f"run-ctx-{customer.ref}", customer.ref)
+    spent = gateway.budgets.spent(run_id=call.run_id, customer_id=customer.ref)
+    assert spent["run_usd"] == spent["customer_day"] > 0
     conversation.refresh_from_db()
     assert conversation.summary_through_seq == built.turns[0].seq - 1
     assert built.passages
@@ -79,7 +90,9 @@ def test_a_long_conversation_fits_the_budget_with_older_turns_summarised(
 def test_context_never_exceeds_its_budget(helpcenter, customer, redis_client, gateway, budget):
     conversation = _long_conversation(customer, 30)
 
-    built = context.build_context(conversation=conversation, token_budget=budget)
+    built = context.build_context(
+        conversation=conversation, ctx=run_of(customer), token_budget=budget
+    )
 
     assert built.tokens_used <= budget
     assert built.turns[-1].seq == 30
@@ -90,11 +103,11 @@ def test_the_stored_summary_is_reused_and_extended_incrementally(
 ):
     settings.CONTEXT_RECENT_TURNS = 4
     conversation = _long_conversation(customer, 30)
-    first = context.build_context(conversation=conversation, token_budget=600)
-    again = context.build_context(conversation=conversation, token_budget=600)
+    first = context.build_context(conversation=conversation, ctx=run_of(customer), token_budget=600)
+    again = context.build_context(conversation=conversation, ctx=run_of(customer), token_budget=600)
     for i in range(6):
         services.message_append(conversation=conversation, role="customer", content=f"more {i}")
-    later = context.build_context(conversation=conversation, token_budget=600)
+    later = context.build_context(conversation=conversation, ctx=run_of(customer), token_budget=600)
 
     assert (first.summary_source, again.summary_source, later.summary_source) == (
         "model",
@@ -111,10 +124,12 @@ def test_context_is_the_same_after_the_redis_copy_is_deleted(
     helpcenter, customer, redis_client, gateway
 ):
     conversation = _long_conversation(customer, 30)
-    before = context.build_context(conversation=conversation, token_budget=900)
+    before = context.build_context(
+        conversation=conversation, ctx=run_of(customer), token_budget=900
+    )
 
     redis_client.delete(hot.key(conversation))
-    after = context.build_context(conversation=conversation, token_budget=900)
+    after = context.build_context(conversation=conversation, ctx=run_of(customer), token_budget=900)
 
     assert after.turns == before.turns
     assert after.summary == before.summary
@@ -127,7 +142,7 @@ def test_a_failing_model_degrades_to_a_marked_fallback_summary(
     conversation = _long_conversation(customer, 30)
     simulator.inject("server_error", times=20)
 
-    built = context.build_context(conversation=conversation, token_budget=600)
+    built = context.build_context(conversation=conversation, ctx=run_of(customer), token_budget=600)
 
     assert built.summary_source == "fallback"
     assert "earlier messages not summarised" in built.summary
@@ -143,7 +158,9 @@ def test_messages_alternate_roles_and_start_with_the_customer(
     services.message_append(conversation=conversation, role="staff", content="Staff note.")
     services.message_append(conversation=conversation, role="customer", content="Thanks!")
 
-    messages = context.build_context(conversation=conversation, token_budget=900).messages()
+    messages = context.build_context(
+        conversation=conversation, ctx=run_of(customer), token_budget=900
+    ).messages()
 
     roles = [m["role"] for m in messages]
     assert roles[0] == "user"
@@ -159,7 +176,7 @@ def test_a_huge_latest_message_is_cut_to_fit_the_budget(
         conversation=conversation, role="customer", content="blah " * 5000 + "Where is my refund?"
     )
 
-    built = context.build_context(conversation=conversation, token_budget=500)
+    built = context.build_context(conversation=conversation, ctx=run_of(customer), token_budget=500)
 
     assert built.tokens_used <= 500
     assert built.turns[-1].content.startswith(context.TRUNCATED)

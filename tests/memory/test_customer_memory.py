@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from ledgerly.llm import CallContext
 from memory import context, selectors, services
 from memory.models import CustomerMemory
 
@@ -156,7 +157,12 @@ def test_context_for_customer_b_never_carries_customer_a_memory(
     conversation_of_b = services.conversation_start(customer=other_customer)
     services.message_append(conversation=conversation_of_b, role="customer", content=SECRET)
 
-    built = context.build_context(conversation=conversation_of_b)
+    built = context.build_context(
+        conversation=conversation_of_b,
+        ctx=CallContext.starting_now(
+            run_id="run-b", ticket_id="", customer_ref=other_customer.ref, seconds=30
+        ),
+    )
 
     assert built.memories == []
     assert "INV-2026-0042" not in built.system_extra()
