@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -726,9 +727,16 @@ def _outcome(*, ticket_pk: int, customer: Any, since: dt.datetime) -> Outcome:
     )
 
 
-def run_case(case: Case, *, customer: Any, timeout_s: float) -> CaseResult:
+class Cancelled(Exception):
+    """The evaluation is being stopped (Ctrl-C, SIGTERM): a case stops waiting at once."""
+
+
+def run_case(
+    case: Case, *, customer: Any, timeout_s: float, cancel: threading.Event | None = None
+) -> CaseResult:
     """Play one case from the seeded world and grade what its ticket ended as. Never raises for
-    the system under test's failures: a timeout or an error is a graded failure."""
+    the system under test's failures: a timeout or an error is a graded failure. Raises
+    Cancelled when `cancel` is set while it waits."""
     from django.utils import timezone
 
     from support.services import ticket_submit
@@ -745,12 +753,16 @@ def run_case(case: Case, *, customer: Any, timeout_s: float) -> CaseResult:
             ticket = ticket_submit(customer=customer, text=text, channel="api", ticket=ticket)
             deadline = started + timeout_s
             while not _settled(ticket.pk):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled(case.id)
                 if time.monotonic() > deadline:
                     timeout = (
                         f"message {index} of {len(case.messages)} not answered in {timeout_s:g} s"
                     )
                     break
                 time.sleep(0.05)
+        except Cancelled:
+            raise
         except Exception as exc:  # the system under test failed: graded, not fatal
             logger.exception("case %s: message %d failed", case.id, index)
             error = f"message {index}: {type(exc).__name__}: {exc}"[:500]
@@ -864,39 +876,42 @@ class World:
         worker = WorkerProcess(
             database_url=self.database_url, concurrency=options.worker_concurrency, env=env
         )
-        worker.start(timeout=60)
         beat_dir = Path(tempfile.mkdtemp(prefix="ledgerly-eval-beat-"))
-        beat_log = (beat_dir / "beat.log").open("wb")
-        beat = subprocess.Popen(  # noqa: S603 — our own interpreter and module
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "ledgerly",
-                "beat",
-                "--loglevel",
-                "WARNING",
-                "--schedule",
-                str(beat_dir / "schedule"),
-            ],
-            cwd=ROOT,
-            env=worker.env,
-            stdout=beat_log,
-            stderr=beat_log,
-        )
+        beat: subprocess.Popen[bytes] | None = None
         try:
+            worker.start(timeout=60)
+            with (beat_dir / "beat.log").open("wb") as beat_log:
+                beat = subprocess.Popen(  # noqa: S603 — our own interpreter and module
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "ledgerly",
+                        "beat",
+                        "--loglevel",
+                        "WARNING",
+                        "--schedule",
+                        str(beat_dir / "schedule"),
+                    ],
+                    cwd=ROOT,
+                    env=worker.env,
+                    stdout=beat_log,
+                    stderr=beat_log,
+                )
             yield
         finally:
-            beat.terminate()
-            try:
-                beat.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                beat.kill()
-            beat_log.close()
+            # Also when interrupted while starting: nothing of ours may outlive the run.
+            if beat is not None:
+                beat.terminate()
+                try:
+                    beat.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    beat.kill()
             worker.stop()
             if worker.proc is not None and worker.proc.returncode not in (0, -15, None):
                 self.say(f"worker exited with {worker.proc.returncode}: {worker.output()[-2000:]}")
+            shutil.rmtree(beat_dir, ignore_errors=True)
 
     def run(self, cases: Sequence[Case], *, options: RunOptions) -> list[CaseResult]:
         """Play every case once against a fresh worker; results in the cases' order."""
@@ -904,7 +919,6 @@ class World:
 
         from billing.models import Customer
 
-        _semantic_cache_clear()
         customers: dict[str | None, Any] = {}
         for email in {c.customer for c in cases}:
             customers[email] = (
@@ -913,12 +927,18 @@ class World:
         results: dict[str, CaseResult] = {}
         lock = threading.Lock()
         done = [0]
+        cancel = threading.Event()
 
         def play(group: list[Case]) -> None:
             try:
                 for case in group:
+                    if cancel.is_set():
+                        return
                     result = run_case(
-                        case, customer=customers[case.customer], timeout_s=options.timeout_s
+                        case,
+                        customer=customers[case.customer],
+                        timeout_s=options.timeout_s,
+                        cancel=cancel,
                     )
                     with lock:
                         results[case.id] = result
@@ -933,10 +953,33 @@ class World:
 
         mode = "baseline" if options.baseline else "pipeline"
         self.say(f"{mode}: {len(cases)} cases, simulator seed {options.seed}")
-        with self.workers(options), ThreadPoolExecutor(max_workers=options.concurrency) as pool:
-            for future in [pool.submit(play, group) for group in schedule(cases)]:
-                future.result()
+        with self.workers(options):
+            self._warm_up(options)
+            _semantic_cache_clear()
+            with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
+                futures = [pool.submit(play, group) for group in schedule(cases)]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    # Ctrl-C or a harness bug: the other cases stop waiting, so the worker
+                    # and beat are stopped and the scratch database dropped promptly.
+                    cancel.set()
+                    raise
         return [results[c.id] for c in cases]
+
+    def _warm_up(self, options: RunOptions) -> None:
+        """One ticket through the fresh worker before the cases, so its first imports, model
+        loads and connections are not timed as the first case's latency."""
+        from support.services import ticket_submit
+
+        customer = background_customer()
+        t0 = time.monotonic()
+        ticket = ticket_submit(customer=customer, text="Hello, which plans do you offer?")
+        while not _settled(ticket.pk) and time.monotonic() - t0 < options.timeout_s:
+            time.sleep(0.05)
+        reset_customer(customer)
+        self.say(f"worker warmed up in {time.monotonic() - t0:.1f} s")
 
     def repeat(
         self, cases: Sequence[Case], *, repeats: int, options: RunOptions

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +35,14 @@ def wants_private_services(environ: Mapping[str, str]) -> bool:
     if environ.get(PRIVATE_FLAG) == "1":
         return True
     return not (environ.get("DATABASE_URL") and environ.get("REDIS_URL"))
+
+
+def _interrupt(*_: object) -> None:
+    # Once: a second Ctrl-C (the terminal signals the whole process group, and the launcher
+    # forwards its own) must not break the clean-up the first one started.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 class Command(BaseCommand):
@@ -57,6 +67,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (a CI timeout, `kill`) stops as Ctrl-C does: workers, database and
+            # servers are cleaned up instead of left running.
+            signal.signal(signal.SIGINT, _interrupt)
+            signal.signal(signal.SIGTERM, _interrupt)
         if options["repeat"] < 1:
             raise CommandError("--repeat must be at least 1", returncode=2)
         try:
@@ -77,13 +92,22 @@ class Command(BaseCommand):
         for name in ("timeout", "concurrency"):
             if options[name] is not None:
                 argv += [f"--{name}", str(options[name])]
-        child = subprocess.run(  # noqa: S603 — this interpreter, this command
+        child = subprocess.Popen(  # noqa: S603 — this interpreter, this command
             [sys.executable, str(evaluation.ROOT / "manage.py"), "evaluate", *argv],
             env={**os.environ, READY_FLAG: "1"},
             cwd=evaluation.ROOT,
-            check=False,
         )
-        raise SystemExit(child.returncode)
+        try:
+            raise SystemExit(child.wait())
+        except KeyboardInterrupt:
+            # Let the child stop its worker and drop its database before the servers go
+            # (they are stopped at exit, which SystemExit reaches and a bare SIGTERM would not).
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            raise SystemExit(130) from None
 
     def _evaluate(self, cases: list[evaluation.Case], options: dict[str, Any]) -> None:
         from django.conf import settings
