@@ -200,9 +200,10 @@ def batch_submit(
 
 def batch_poll(*, batch: LLMBatch, gateway: Gateway | None = None) -> list[BatchResult] | None:
     """Ask the provider once about `batch` (see the module docstring). Returns None while it is
-    processing (next_poll_at moved on), else its results in the order submitted. Safe to run
-    twice at once: only one poller records and settles an ended batch. Precondition: no
-    database transaction is open."""
+    processing (next_poll_at moved on), else its results in the order submitted; raises Defer
+    (next_poll_at moved on too) when the provider cannot be asked. Safe to run twice at once:
+    only one poller records and settles an ended batch. Precondition: no database transaction
+    is open."""
     check_outside_transaction("llm.batch_poll()")
     batch.refresh_from_db()
     if batch.state == LLMBatch.State.ENDED:
@@ -210,19 +211,25 @@ def batch_poll(*, batch: LLMBatch, gateway: Gateway | None = None) -> list[Batch
     if batch.state != LLMBatch.State.PROCESSING:
         return None
     gw = gateway or get_gateway()
-    remote = gw.client.messages.batches.retrieve(batch.provider_batch_id)
+    try:
+        remote = gw.client.messages.batches.retrieve(batch.provider_batch_id)
+    except anthropic.APIError as exc:
+        # The provider could not say: ask again at the next poll (the sweep is the retry).
+        _poll_later(batch)
+        raise Defer(batch.poll_every_seconds, f"batch poll failed: {exc}") from exc
     now = timezone.now()
     if remote.processing_status != "ended":
         if now >= batch.deadline_at and batch.cancel_requested_at is None:
             _cancel(gw, batch.provider_batch_id)
             batch.cancel_requested_at = now
-        batch.next_poll_at = now + dt.timedelta(seconds=batch.poll_every_seconds)
-        LLMBatch.objects.filter(pk=batch.pk, state=LLMBatch.State.PROCESSING).update(
-            next_poll_at=batch.next_poll_at, cancel_requested_at=batch.cancel_requested_at
-        )
+        _poll_later(batch)
         return None
 
-    entries = {e.custom_id: e for e in gw.client.messages.batches.results(remote.id)}
+    try:
+        entries = {e.custom_id: e for e in gw.client.messages.batches.results(remote.id)}
+    except anthropic.APIError as exc:
+        _poll_later(batch)
+        raise Defer(batch.poll_every_seconds, f"batch results unreadable: {exc}") from exc
     ctx = CallContext(
         run_id=batch.run_id,
         ticket_id=batch.ticket_id,
@@ -258,6 +265,14 @@ def batch_poll(*, batch: LLMBatch, gateway: Gateway | None = None) -> list[Batch
     batch.refresh_from_db()
     log.info("llm.batch_recorded", key=batch.key, batch_id=remote.id, results=len(results))
     return results
+
+
+def _poll_later(batch: LLMBatch) -> None:
+    """Move the batch's next poll on by its interval (and keep a cancel request on record)."""
+    batch.next_poll_at = timezone.now() + dt.timedelta(seconds=batch.poll_every_seconds)
+    LLMBatch.objects.filter(pk=batch.pk, state=LLMBatch.State.PROCESSING).update(
+        next_poll_at=batch.next_poll_at, cancel_requested_at=batch.cancel_requested_at
+    )
 
 
 def _cancel(gw: Gateway, batch_id: str) -> None:

@@ -4,11 +4,13 @@ redelivered while another is recording, a submission the provider refuses."""
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import threading
 
 import httpx2
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from ledgerly import llm
 from ledgerly.llm.batches import batch_poll, batch_submit
@@ -119,3 +121,38 @@ def test_two_polls_at_once_record_an_ended_batch_once(gateway):
     row = LLMCall.objects.get()
     assert outcomes == [["succeeded"], ["succeeded"]]
     assert gateway.budgets.spent(run_id="race")["run_usd"] == to_micro_usd(row.cost_usd)
+
+
+class CannotBeAsked(httpx2.BaseTransport):
+    """A provider that accepts batches and then fails every request about them."""
+
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET" and request.url.path.startswith("/v1/messages/batches/"):
+            return httpx2.Response(
+                500,
+                headers={"x-should-retry": "false"},
+                json={"type": "error", "error": {"type": "api_error", "message": "down"}},
+                request=request,
+            )
+        return self.inner.handle_request(request)
+
+
+def test_a_poll_the_provider_cannot_answer_defers_to_the_next_poll(make_gateway):
+    make_gateway()
+    gateway = Gateway(inner_transport=CannotBeAsked(SimulatorTransport()))
+    batch = batch_submit(
+        ctx=run_ctx(), key="down", requests=one_request(), poll_seconds=45, gateway=gateway
+    )
+    LLMBatch.objects.filter(pk=batch.pk).update(next_poll_at=timezone.now())
+
+    with pytest.raises(llm.Defer) as caught:
+        batch_poll(batch=batch, gateway=gateway)
+
+    batch.refresh_from_db()
+    assert caught.value.seconds == 45
+    assert batch.state == "processing"
+    assert batch.next_poll_at is not None
+    assert batch.next_poll_at > timezone.now() + dt.timedelta(seconds=40)
