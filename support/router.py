@@ -41,40 +41,92 @@ _HUMAN = re.compile(
 _NOT_HUMAN = re.compile(r"\b(no|not|don'?t|without)\s+(?:need\s+)?(?:a\s+)?(human|person)", re.I)
 _DISPUTE = re.compile(
     r"\b(chargeback|charge[- ]back|dispute[ds]?|disputing|fraud\w*|unauthori[sz]ed|"
-    r"my bank reversed|bank (?:is )?reversing|contest(?:ed|ing)? the charge|"
+    r"my bank reversed|bank (?:is )?reversing|(?:get|got|getting) my bank involved|"
+    r"contest(?:ed|ing)? the charge|"
     r"contracargo|disputa|widerspruch|rückbuchung|litige|contestation|estorno no banco)\b",
     re.I,
 )
-_REFUND_ASK = re.compile(
-    r"(\b(?:charged|billed|debited|taken|paid)\b[^.?!]{0,30}\b(?:twice|two times|double|2 times|"
-    r"two charges)\b|\bdouble[- ]?(?:charged|billed|charge)\b|\bduplicate (?:charge|payment)|"
-    r"\b(?:i|we)\b[^.?!]{0,25}\b(?:want|need|would like|'d like|demand|request|expect|deserve)\b"
-    r"[^.?!]{0,20}\b(?:refund|money back|reimburse\w*)|"
-    r"\brefund (?:me|my|our|it|this|that)\b|\bget (?:a |my |our )?(?:refund|money back)\b|"
-    r"\b(?:can|could|may) (?:i|we) (?:get|have|receive) (?:a |my |our |the )?(?:refund|money back)|"
-    r"\bgive (?:me |us )?(?:my |our )?money back\b|\brefund please\b|\bmoney back\b|"
-    r"reembols\w*|devolu\w*|devuelv\w*|cobr\w+ dos veces|cobr\w+ duas vezes|cobrado dos|"
-    r"rückerstatt\w*|erstatt\w*|geld zurück|doppelt (?:abgebucht|belastet|berechnet)|"
-    r"rembours\w*|deux fois|prélevé deux)",
+# Money back, in the words customers use (several languages).
+_REFUND_WORDS = re.compile(
+    r"\b(refund\w*|reimburs\w*|money back|charge ?back|"
+    r"(?:get|give|pay|send|want|have|put|need|like)\b[^.?!]{0,30}\bback\b|returned|"
+    r"reversed?(?! charge)|rückerstatt\w*|erstattung|"
+    r"reembols\w*|devolu\w*|devolv\w*|devuelv\w*|rimbors\w*|erstatt\w*|zurück\w*|"
+    r"rembours\w*|restitu\w*|estorno\w*|terugbeta\w*|geld terug)",
+    re.I,
+)
+# Being charged twice, as an event on the account.
+_DUPLICATE = re.compile(
+    r"(\b(?:charged|billed|debited|took|taken|hit|paid|pulled|cobr\w+|abgebucht|belastet|"
+    r"prélevé|débité|addebitat\w*)\b[^.?!]{0,40}\b(?:twice|two times|2x|2 times|double|"
+    r"dos veces|duas vezes|deux fois|zweimal|doppelt|due volte|twee keer)\b|"
+    r"\bdouble[- ]?(?:charged|billed|charge|payment)|\bduplicate(?:d)? (?:charge|payment)|"
+    r"\btwo (?:identical |separate |equal )?(?:[$€£]?\d+(?:[.,]\d\d)? )?(?:charges|payments)\b|"
+    r"\bcharged (?:me )?twice\b)",
+    re.I,
+)
+# A general or hypothetical question about how something works.
+_GENERAL = re.compile(
+    r"(^\W*(?:how long|how much time|how many days|how soon|how quickly|how does|how do refunds|"
+    r"is there (?:a|any) (?:deadline|limit|time limit|window)|what(?:'s| is) (?:the|your)|"
+    r"whats (?:the|your|ur)|are (?:any|all) |do you|does ledgerly|once i|if i|if we|in case|"
+    r"out of curiosity|wie lange|wie viel zeit|gibt es|cuánto tiempo|cuanto tiempo|"
+    r"quanto tempo|combien de temps|pour un|per un|hoe lang)|\bif i ever\b|"
+    r"\bhypothetically\b|\bin general\b|\bgenerally\b|\b(?:refund )?policy\b)",
+    re.I,
+)
+# A request aimed at this customer's own charge.
+_TARGET = re.compile(
+    r"\b(the duplicate|the (?:extra|second|other|repeated) (?:one|charge|payment)|"
+    r"my (?:last|latest|annual|monthly|current|yearly)|this (?:month|week)|last (?:week|month)|"
+    r"whatever'?s left|unused months|the whole|full refund|[$€£]\s?\d+|\d+ (?:bucks|dollars|euros?))",
+    re.I,
+)
+_INJECTION = re.compile(
+    r"(ignore (?:all |any |the |your )?(?:previous|prior|above|earlier) (?:instructions|rules)|"
+    r"system override|"
+    r"system prompt|you are now|developer mode|</?system>|\[system\]|\bsystem:|tool_result|"
+    r"override (?:the |your )?(?:rules|policy)|admin(?:istrator)? (?:mode|override|instruction))",
+    re.I,
+)
+# Someone else's account: another email, other customers.
+_SOMEONE_ELSE = re.compile(
+    r"([A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}|\bother customers\b|\bcustomers who\b|"
+    r"\banother customer\b|\bsomeone else'?s\b|\bmy (?:colleague|partner|friend|boss)'?s\b)",
+    re.I,
+)
+# A question about the state of this customer's own account (needs lookups, not an article).
+_ACCOUNT_LOOKUP = re.compile(
+    r"\b((?:was|were|did|has|have) (?:my|our|the) (?:earlier |last |latest |failed |previous )?"
+    r"(?:refund|payment|charge|invoice|card)|which card (?:did|was|were|is|do (?:i|we) have)|what (?:did|have) (?:i|we) pa(?:y|id)|"
+    r"what i paid|how much (?:was i|did i|have i|were we|did we)|check (?:that |if |whether )?"
+    r"(?:our|my)|confirm (?:that |our |my )|(?:our|my|the) payment (?:has )?failed|"
+    r"payment failed|when (?:are|will) you (?:going to )?(?:try|retry|charge)|lose access|"
+    r"warum wurde mir|why (?:was|wasn't|were|weren't|did|didn't) (?:i|we|my|you)|"
+    r"my (?:card )?statement|when does (?:it|my|our) (?:plan |subscription )?renew)",
     re.I,
 )
 # Other account matters a refund can come mixed with: these make the ticket the agent's.
 _OTHER_PERSONAL = {
     "reissue": re.compile(
-        r"\b(reissue|re-issue|new invoice|corrected invoice|neu ausstellen)", re.I
+        r"\b(reissue|re-issue|redo|redone|refaire|rehacer|neu ausstellen|new address|"
+        r"corrected invoice|with (?:our|the|my) (?:new )?(?:address|vat|number))",
+        re.I,
     ),
-    "vat": re.compile(r"\b(vat|ust|iva|tva|mwst)\b", re.I),
-    "address": re.compile(r"\b(billing address|company name|rechnungsadresse|dirección)", re.I),
+    "vat": re.compile(r"\b(vat|ust|iva|tva|mwst|mehrwertsteuer|tax id|número fiscal)\b", re.I),
+    "address": re.compile(r"\b(billing address|old address|company name|rechnungsadresse)", re.I),
     "plan_change": re.compile(
-        r"\b(upgrade|downgrade|switch (?:to|plans?)|change (?:my )?plan)", re.I
+        r"\b(upgrade|downgrade|go up to|switch (?:to|plans?)|change (?:my )?plan|yearly billing)",
+        re.I,
     ),
     "cancel": re.compile(
-        r"\b(cancel (?:my|our|the) (?:account|subscription|plan)|close my account)", re.I
+        r"\b(cancel\w* (?:my|our|the) (?:account|subscription|plan)|close my account|disdire)",
+        re.I,
     ),
-    "failed_payment": re.compile(
-        r"\b(declined|payment failed|failed payment|card was refused)", re.I
-    ),
-    "export": re.compile(r"\b(export|download (?:all )?my data)\b", re.I),
+    "failed_payment": re.compile(r"\b(declined|payment failed|failed payment|card was refused)", re.I),
+    "export": re.compile(r"\b(export\w*|esportare|download (?:all )?(?:my|our) data)\b", re.I),
+    "documents": re.compile(r"\b(pdf|receipt|how many invoices|invoice limit)\b", re.I),
+    "bank_transfer": re.compile(r"\bbank transfer\b", re.I),
 }
 # Something that happened to this customer's account (not just "my card" in a how-to question).
 _PERSONAL = re.compile(
@@ -84,10 +136,15 @@ _PERSONAL = re.compile(
     r"\b|\b(ch|cus|re)_[a-z0-9_]+|\binv-[a-z0-9-]+",
     re.I,
 )
+_HOWTO = re.compile(
+    r"^\W*(how (?:do|can|should) (?:i|we)|where (?:do|can) (?:i|we)|wher do i|can (?:i|we) "
+    r"(?!get a refund|have a refund|get my money)|do you|does ledgerly|is it possible to)\b",
+    re.I,
+)
 _QUESTION = re.compile(
-    r"\?|^\s*(how|what|when|where|which|why|do you|does|is there|are there|can i|can you|"
-    r"could you|wie|was|wann|kann|gibt es|cómo|como|qué|que|cuándo|puedo|comment|quand|"
-    r"est-ce|puis-je|quanto)\b",
+    r"\?|^\W*(how|what|whats|wat|when|where|wher|which|why|do you|does|is there|are there|"
+    r"can i|can we|can you|could you|do i|wie|was|wann|wo|kann|gibt es|cómo|como|qué|que|"
+    r"cuándo|dónde|puedo|comment|quand|où|est-ce|puis-je|quanto|onde|posso)\b",
     re.I,
 )
 
@@ -121,18 +178,26 @@ def wants_human(text: str) -> bool:
 
 
 def by_rules(text: str) -> Decision | None:
-    """A confident lane for the obvious cases, or None."""
+    """A confident lane for the obvious cases, or None (then the exemplars, then the model)."""
     if _DISPUTE.search(text):
         return Decision("agent", 0.9, "rules", "dispute or chargeback wording")
-    refund = bool(_REFUND_ASK.search(text))
+    if _INJECTION.search(text) or _SOMEONE_ELSE.search(text):
+        return Decision("agent", 0.85, "rules", "instructions or someone else's account in the text")
+    refund = bool(_REFUND_WORDS.search(text) or _DUPLICATE.search(text))
     others = sorted(name for name, pattern in _OTHER_PERSONAL.items() if pattern.search(text))
+    lookup = bool(_ACCOUNT_LOOKUP.search(text))
     if refund and others:
         return Decision("agent", 0.85, "rules", f"refund mixed with {', '.join(others)}")
+    if refund and lookup:
+        return Decision("agent", 0.8, "rules", "refund with questions about the account's history")
     if refund:
+        general = _GENERAL.search(text) and not _TARGET.search(text)
+        if general and not (_DUPLICATE.search(text) and not re.search(r"\bif\b", text, re.I)):
+            return Decision("faq", 0.8, "rules", "a general question about refunds")
         return Decision("refund", 0.9, "rules", "asks for money back for a charge")
-    if len(others) >= 2 and _PERSONAL.search(text):
-        return Decision("agent", 0.8, "rules", f"several account matters: {', '.join(others)}")
-    if _QUESTION.search(text) and not _PERSONAL.search(text) and len(text) < 400:
+    if lookup or (len(others) >= 2 and _PERSONAL.search(text)):
+        return Decision("agent", 0.8, "rules", "needs the account looked up")
+    if _HOWTO.search(text) or (_QUESTION.search(text) and not _PERSONAL.search(text)):
         return Decision("faq", 0.8, "rules", "a general question")
     return None
 

@@ -336,7 +336,15 @@ def _compute(run: Run, ticket: Ticket, checkpoint: dict[str, Any]) -> tuple[Step
     if _kill_switch_on(ticket):
         return _human("kill_switch", "a kill switch is on", PAUSED_REPLY), env
     if fresh and router.wants_human(env.message):
-        return _human("customer_asked", "the customer asked for a human", HUMAN_REPLY), env
+        outcome = _human("customer_asked", "the customer asked for a human", HUMAN_REPLY)
+        if not ticket.first_lane:
+            # Still routed (no model call: rules or exemplars), so the ticket says what it was.
+            decision = router.by_rules(env.message) or router.by_exemplars(
+                router.batcher().embed(env.message[:2000])
+            )
+            if decision is not None:
+                outcome.lane, outcome.route = decision.lane, decision.as_dict()
+        return outcome, env
     if timezone.now() >= env.ctx.deadline_at:
         partial = StepOutcome(kind="cap", state=env.state, next="escalate")
         state = env.state

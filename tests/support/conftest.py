@@ -28,7 +28,8 @@ def sim_gateway(redis_client, settings) -> Iterator[Callable[..., gateway_module
     settings.LLM_RETRY_AFTER_CAP_SECONDS = 2.0
 
     def install(transport: object | None = None, **config: object) -> gateway_module.Gateway:
-        inner = transport or SimulatorTransport(SimulatorConfig(retry_after_s=0.01, **config))
+        config.setdefault("retry_after_s", 0.01)
+        inner = transport or SimulatorTransport(SimulatorConfig(**config))  # type: ignore[arg-type]
         gw = gateway_module.Gateway(inner_transport=inner)  # type: ignore[arg-type]
         gateway_module.install(gw)
         return gw
