@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from billing import demo as ev_demo
 from support import evaluation as ev
 from support.management.commands.evaluate import wants_private_services
 
@@ -342,6 +343,119 @@ def test_schedule_keeps_each_customers_cases_in_one_sequential_group():
 )  # fmt: skip
 def test_private_services_unless_both_urls_are_configured(environ, private):
     assert wants_private_services(environ) is private
+
+
+# --- reading the end state from the rows (database, no worker) -----------------------------------
+@pytest.fixture
+def seeded(db) -> None:
+    from django.utils import timezone
+
+    from billing import demo
+
+    demo.seed_demo(today=timezone.now().date())
+
+
+def _ticket(email: str, **fields):
+    from billing.models import Customer
+    from memory.services import conversation_start
+    from support.models import Ticket
+
+    customer = Customer.objects.get(email=email)
+    return Ticket.objects.create(
+        customer=customer,
+        conversation=conversation_start(customer=customer),
+        state=fields.pop("state", "answered"),
+        **fields,
+    )
+
+
+def _request(ticket, *, state: str = "", decided: bool = False):
+    from django.contrib.auth.models import User
+
+    from billing import demo, services
+    from billing.models import Charge, RefundRequest
+
+    charge = Charge.objects.get(ref=demo.SCENARIO_CHARGES[ticket.customer.email])
+    request = services.refund_request_create(
+        customer=ticket.customer, charge=charge, proposed_by="test", source=f"ticket:{ticket.pk}"
+    )
+    updates: dict[str, object] = {"state": state} if state else {}
+    if decided:
+        updates["decided_by"] = User.objects.create_user("approver")
+    if updates:
+        RefundRequest.objects.filter(pk=request.pk).update(decided_at=request.created_at, **updates)
+    return request
+
+
+def test_outcome_reads_lane_reply_refund_and_live_escalation(seeded):
+    from django.utils import timezone
+
+    from support.models import Escalation
+
+    since = timezone.now()
+    ticket = _ticket(ev_demo.ANA, first_lane="refund", lane="agent", reply="Your $49.00 refund")
+    _request(ticket)
+    Escalation.objects.create(ticket=ticket, reason="customer_asked", state="claimed")
+    outcome = ev._outcome(ticket_pk=ticket.pk, customer=ticket.customer, since=since)
+    assert (outcome.lane, outcome.reply, outcome.escalated) == (
+        "refund",
+        "Your $49.00 refund",
+        True,
+    )
+    assert outcome.refunds == (ev.ActualRefund(Decimal("49.00"), "USD", False, "proposed"),)
+    assert outcome.unapproved == ()
+
+
+def test_outcome_leaves_out_withdrawn_requests_and_resolved_escalations(seeded):
+    from django.utils import timezone
+
+    from support.models import Escalation
+
+    since = timezone.now()
+    ticket = _ticket(ev_demo.ANA, first_lane="refund")
+    _request(ticket, state="withdrawn")
+    Escalation.objects.create(ticket=ticket, reason="customer_asked", state="resolved")
+    outcome = ev._outcome(ticket_pk=ticket.pk, customer=ticket.customer, since=since)
+    assert (outcome.refunds, outcome.escalated) == ((), False)
+
+
+@pytest.mark.parametrize(("decided", "flagged"), [(False, True), (True, False)])
+def test_an_executed_request_without_a_decision_is_flagged(seeded, decided, flagged):
+    from django.utils import timezone
+
+    since = timezone.now()
+    ticket = _ticket(ev_demo.ISLA)
+    request = _request(ticket, state="executed", decided=decided)
+    outcome = ev._outcome(ticket_pk=ticket.pk, customer=ticket.customer, since=since)
+    assert bool(outcome.unapproved) is flagged
+    assert all(f"#{request.pk}" in u for u in outcome.unapproved)
+
+
+def test_reset_customer_deletes_their_tickets_and_conversations_only(seeded):
+    from billing.models import RefundRequest
+    from memory.models import Conversation
+    from support.models import Ticket
+
+    ana = _ticket(ev_demo.ANA)
+    _request(ana)
+    ben = _ticket(ev_demo.BEN)
+    ev.reset_customer(ana.customer)
+    assert list(Ticket.objects.values_list("pk", flat=True)) == [ben.pk]
+    assert list(Conversation.objects.values_list("customer__email", flat=True)) == [ev_demo.BEN]
+    assert RefundRequest.objects.count() == 0
+
+
+def test_background_customer_has_nothing_refundable(seeded):
+    from django.utils import timezone
+
+    from billing.policy import evaluate_refund
+
+    customer = ev.background_customer()
+    assert customer.ref.startswith("cus_bg_")
+    assert (customer.currency, customer.country) == ("USD", "US")
+    charges = list(customer.charges.all())
+    assert charges
+    assert not any(evaluate_refund(charge=c, at=timezone.now()).refundable for c in charges)
 
 
 # --- end to end -----------------------------------------------------------------------------------
