@@ -200,6 +200,14 @@ SUPPORT_BASELINE = env.boolean("SUPPORT_BASELINE", False)
 SUPPORT_SEMANTIC_CACHE = env.boolean("SUPPORT_SEMANTIC_CACHE", not SUPPORT_BASELINE)
 # Invoice lookups the agent makes for answering (never for money decisions) are cached briefly.
 SUPPORT_LOOKUP_CACHE_SECONDS = env.integer("SUPPORT_LOOKUP_CACHE_SECONDS", 60, minimum=0)
+# A conversation quiet this long is read for facts worth remembering (Message Batches).
+SUPPORT_CONVERSATION_QUIET_MINUTES = env.integer(
+    "SUPPORT_CONVERSATION_QUIET_MINUTES", 30, minimum=1
+)
+CELERY_BEAT_SCHEDULE["support-sweep-memories"] = {
+    "task": "support.tasks.sweep_memories",
+    "schedule": 60,
+}
 CELERY_BEAT_SCHEDULE["support-sweep-runs"] = {
     "task": "support.tasks.sweep_runs",
     "schedule": SUPPORT_SWEEP_EVERY_SECONDS,

@@ -67,6 +67,9 @@ class Ticket(models.Model):
         RefundRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="tickets"
     )
     idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # The Message Batch that extracts what to remember once the conversation has gone quiet.
+    memory_batch_key = models.CharField(max_length=200, blank=True)
+    memories_saved_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -79,7 +79,8 @@ _GENERAL = re.compile(
 _TARGET = re.compile(
     r"\b(the duplicate|the (?:extra|second|other|repeated) (?:one|charge|payment)|"
     r"my (?:last|latest|annual|monthly|current|yearly)|this (?:month|week)|last (?:week|month)|"
-    r"whatever'?s left|unused months|the whole|full refund|[$€£]\s?\d+|\d+ (?:bucks|dollars|euros?))",
+    r"whatever'?s left|unused months|the whole|full refund|[$€£]\s?\d+|"
+    r"\d+ (?:bucks|dollars|euros?))",
     re.I,
 )
 _INJECTION = re.compile(
@@ -98,7 +99,8 @@ _SOMEONE_ELSE = re.compile(
 # A question about the state of this customer's own account (needs lookups, not an article).
 _ACCOUNT_LOOKUP = re.compile(
     r"\b((?:was|were|did|has|have) (?:my|our|the) (?:earlier |last |latest |failed |previous )?"
-    r"(?:refund|payment|charge|invoice|card)|which card (?:did|was|were|is|do (?:i|we) have)|what (?:did|have) (?:i|we) pa(?:y|id)|"
+    r"(?:refund|payment|charge|invoice|card)|which card (?:did|was|were|is|do (?:i|we) have)|"
+    r"what (?:did|have) (?:i|we) pa(?:y|id)|"
     r"what i paid|how much (?:was i|did i|have i|were we|did we)|check (?:that |if |whether )?"
     r"(?:our|my)|confirm (?:that |our |my )|(?:our|my|the) payment (?:has )?failed|"
     r"payment failed|when (?:are|will) you (?:going to )?(?:try|retry|charge)|lose access|"
@@ -123,7 +125,9 @@ _OTHER_PERSONAL = {
         r"\b(cancel\w* (?:my|our|the) (?:account|subscription|plan)|close my account|disdire)",
         re.I,
     ),
-    "failed_payment": re.compile(r"\b(declined|payment failed|failed payment|card was refused)", re.I),
+    "failed_payment": re.compile(
+        r"\b(declined|payment failed|failed payment|card was refused)", re.I
+    ),
     "export": re.compile(r"\b(export\w*|esportare|download (?:all )?(?:my|our) data)\b", re.I),
     "documents": re.compile(r"\b(pdf|receipt|how many invoices|invoice limit)\b", re.I),
     "bank_transfer": re.compile(r"\bbank transfer\b", re.I),
@@ -131,8 +135,9 @@ _OTHER_PERSONAL = {
 # Something that happened to this customer's account (not just "my card" in a how-to question).
 _PERSONAL = re.compile(
     r"\b(i was|i've been|i have been|i got|i paid|we paid|we were|i received|i see|i noticed|"
-    r"charged|billed|debited|took|taken|my (?:last|latest|recent|current) (?:invoice|charge|payment|"
-    r"bill)|my account (?:is|was|has)|me cobr\w+|wurde|wurden|abgebucht|on m'a|j'ai été|fui cobrad\w*)"
+    r"charged|billed|debited|took|taken|"
+    r"my (?:last|latest|recent|current) (?:invoice|charge|payment|bill)|my account (?:is|was|has)|"
+    r"me cobr\w+|wurde|wurden|abgebucht|on m'a|j'ai été|fui cobrad\w*)"
     r"\b|\b(ch|cus|re)_[a-z0-9_]+|\binv-[a-z0-9-]+",
     re.I,
 )
@@ -182,7 +187,9 @@ def by_rules(text: str) -> Decision | None:
     if _DISPUTE.search(text):
         return Decision("agent", 0.9, "rules", "dispute or chargeback wording")
     if _INJECTION.search(text) or _SOMEONE_ELSE.search(text):
-        return Decision("agent", 0.85, "rules", "instructions or someone else's account in the text")
+        return Decision(
+            "agent", 0.85, "rules", "instructions or someone else's account in the text"
+        )
     refund = bool(_REFUND_WORDS.search(text) or _DUPLICATE.search(text))
     others = sorted(name for name, pattern in _OTHER_PERSONAL.items() if pattern.search(text))
     lookup = bool(_ACCOUNT_LOOKUP.search(text))

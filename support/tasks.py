@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from support import runner, services, sweeps
+from support import memories, runner, services, sweeps
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -23,3 +23,9 @@ def sweep_runs() -> dict[str, int]:
 def refund_request_changed(refund_request_id: int, state: str) -> int:
     """Billing announced a refund request's new state: tell the customer."""
     return services.refund_request_news(refund_request_id=refund_request_id, state=state)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def sweep_memories() -> dict[str, int]:
+    """Beat: extract what to remember from conversations that went quiet (Message Batches)."""
+    return memories.memories_sweep()

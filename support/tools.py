@@ -22,7 +22,9 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils import timezone
 
+from billing import policy
 from billing import selectors as billing_selectors
 from billing import services as billing_services
 from billing.models import Customer
@@ -177,6 +179,12 @@ def propose_refund(scope: ToolScope, args: dict[str, Any]) -> dict[str, Any]:
             amount = Decimal(str(args["amount"]))
         except InvalidOperation as exc:
             raise ToolError("amount must be a decimal like 49.00") from exc
+    if amount is not None:
+        # The model's figure is at most a ceiling it asks for: above what the policy allows, the
+        # request is for the policy's amount (never more), and the result says so.
+        allowed = policy.evaluate_refund(charge=charge, at=timezone.now()).refundable_amount
+        if allowed > 0 and amount > allowed:
+            amount = None
     confidence = float(args.get("confidence", 0))
     uncertainty = str(args.get("uncertainty", ""))[:500]
     try:

@@ -17,6 +17,7 @@ any lane, by the runner).
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 from django.utils import timezone
@@ -34,8 +35,16 @@ _CANCEL = re.compile(
     r"don'?t (?:want|need) (?:the |a )?refund|no longer (?:want|need)|"
     r"keep (?:it|the money|my plan)|"
     r"withdraw|changed my mind|olvídalo|olvidalo|ya no|vergiss es|doch nicht|laisse tomber|"
-    r"plus besoin|deixa pra lá|esquece)\b",
+    r"plus besoin|deixa pra lá|esquece|annul\w* (?:la|ma|cette) demande|on (?:le|la) garde|"
+    r"finalement non|cancel(?:ar)? (?:la|mi|the|my) (?:solicitud|request)|anula\w*|"
+    r"stornier\w*|zurückzieh\w*|behalten|lo mantengo|me lo quedo)\b",
     re.I,
+)
+_WHY = re.compile(
+    r"\b(why|how come|only|porque|por qué|warum|wieso|pourquoi|perché|por que)\b", re.I
+)
+_PARTIAL = re.compile(
+    r"\b(just|only|solo|nur|seulement|apenas|solamente|partial|part of it)\b", re.I
 )
 _CORRECT = re.compile(
     r"\b(the other (?:one|invoice|charge|payment)|wrong (?:one|invoice|charge)|not (?:that|this) "
@@ -69,8 +78,6 @@ PICK_SCHEMA: dict[str, Any] = {
 
 
 def money(amount: object, currency: str) -> str:
-    from decimal import Decimal
-
     return policy.format_money(Decimal(str(amount)), currency)
 
 
@@ -276,15 +283,9 @@ def _decide(env: StepEnv, charge: Charge, how: str, state: dict[str, Any]) -> St
             ),
             detail=detail,
         )
+    asked = _asked_amount(env.message, charge, decision.refundable_amount)
     try:
-        request = billing_services.refund_request_create(
-            customer=env.customer,
-            charge=charge,
-            proposed_by=f"support:run:{env.run.pk}",
-            reason=decision.reason,
-            source=f"ticket:{env.ticket.pk}",
-            idempotency_key=f"ticket:{env.ticket.pk}:charge:{charge.ref}",
-        )
+        request = _create(env, charge, decision.reason, asked)
     except billing_services.RefundNotAllowed as exc:
         return StepOutcome(
             kind="refund_decide",
@@ -299,16 +300,6 @@ def _decide(env: StepEnv, charge: Charge, how: str, state: dict[str, Any]) -> St
             ),
             detail={**detail, "error": str(exc)},
         )
-    if request.state == RefundRequestState.WITHDRAWN:
-        # The same ticket asked for this charge before and withdrew: a new ask is a new request.
-        request = billing_services.refund_request_create(
-            customer=env.customer,
-            charge=charge,
-            proposed_by=f"support:run:{env.run.pk}",
-            reason=decision.reason,
-            source=f"ticket:{env.ticket.pk}",
-            idempotency_key=f"ticket:{env.ticket.pk}:charge:{charge.ref}:again:{env.run.step}",
-        )
     state["refund_request"] = request.pk
     return StepOutcome(
         kind="refund_request",
@@ -318,6 +309,37 @@ def _decide(env: StepEnv, charge: Charge, how: str, state: dict[str, Any]) -> St
         refund_request_id=request.pk,
         detail={**detail, "refund_request": request.pk, "auto_approved": request.auto_approved},
     )
+
+
+def _asked_amount(text: str, charge: Charge, refundable: Decimal) -> Decimal | None:
+    """A smaller amount the customer asks for ("just $5 of it"), in the charge's currency; the
+    policy's figure stays the ceiling (refund_request_create checks it again)."""
+    if not _PARTIAL.search(text):
+        return None
+    from support.guard import amounts_in
+
+    asked = [a for a, currency in amounts_in(text) if currency == charge.currency]
+    smaller = [a for a in asked if Decimal(0) < a < refundable]
+    return smaller[0] if len(smaller) == 1 else None
+
+
+def _create(env: StepEnv, charge: Charge, reason: str, amount: Decimal | None) -> RefundRequest:
+    """The ticket's request for `charge` (idempotent: a repeated step returns the same one; a
+    request the customer withdrew is replaced by a new one when they ask again)."""
+    key = f"ticket:{env.ticket.pk}:charge:{charge.ref}" + (f":{amount}" if amount else "")
+    for attempt in range(3):
+        request = billing_services.refund_request_create(
+            customer=env.customer,
+            charge=charge,
+            amount=amount,
+            proposed_by=f"support:run:{env.run.pk}",
+            reason=reason,
+            source=f"ticket:{env.ticket.pk}",
+            idempotency_key=key if attempt == 0 else f"{key}:step:{env.run.step}:{attempt}",
+        )
+        if request.state != RefundRequestState.WITHDRAWN:
+            return request
+    raise billing_services.RefundNotAllowed("the customer withdrew this request repeatedly")
 
 
 def _identify_and_decide(env: StepEnv, text: str, state: dict[str, Any]) -> StepOutcome:
@@ -409,6 +431,23 @@ def step(env: StepEnv) -> StepOutcome:
     if state.get("step") == "identify":
         # We asked which invoice: this message is the answer.
         return _identify_and_decide(env, text, state)
+    if request is not None and _WHY.search(text) and not router.wants_human(text):
+        # "Why only $9?": the policy's own reason, with the figures it used.
+        reason = request.reason.split(" (agent confidence")[0]
+        return StepOutcome(
+            kind="refund_explain",
+            state=state,
+            next="await_approval"
+            if request.state == RefundRequestState.PROPOSED
+            else "await_customer",
+            reply=Reply(f"{reason} {_status_text(request)}"),
+        )
+    if request is not None and _PARTIAL.search(text):
+        asked = _asked_amount(text, request.charge, request.amount + Decimal("0.01"))
+        if asked is not None and billing_services.refund_request_withdraw(
+            refund_request=request, note=f"The customer asked for {asked} instead."
+        ):
+            return _decide(env, request.charge, "correction", {**state, "refund_request": None})
     ruled = router.by_rules(text)
     if ruled is not None and ruled.lane == "refund":
         return _identify_and_decide(env, text, {"step": "identify", "excluded": []})
