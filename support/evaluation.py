@@ -609,13 +609,24 @@ def reset_customer(customer: Any) -> None:
     """Put `customer` back to the seeded world: their support tickets (runs, escalations, guard
     records), conversations (and their hot copies), memories, then what billing holds for them
     (`billing.demo.demo_customer_reset`). Tickets go first: they point at refund requests."""
+    from django.db import IntegrityError
+
     from billing.demo import demo_customer_reset
     from memory import hot
     from memory.models import Conversation
     from memory.services import customer_memories_delete_all
     from support.models import Ticket
 
-    Ticket.objects.filter(customer=customer).delete()
+    for attempt in range(10):
+        try:
+            # A refund's news can still be arriving from the worker (an auto-approved refund
+            # executes after the reply): try again once it has landed.
+            Ticket.objects.filter(customer=customer).delete()
+            break
+        except IntegrityError:
+            if attempt == 9:
+                raise
+            time.sleep(0.5)
     conversations = Conversation.objects.filter(customer=customer)
     for conversation in conversations:
         hot.drop(conversation=conversation)

@@ -131,7 +131,7 @@ def memories_sweep(*, now: dt.datetime | None = None) -> dict[str, int]:
         results = batches.batch_poll(batch=batch)
         if results is None:
             continue
-        ticket = Ticket.objects.filter(pk=int(batch.key.removeprefix(KEY_PREFIX))).first()
-        if ticket is not None:
-            saved += extraction_collect(ticket=ticket, results=results)
+        owner = Ticket.objects.filter(pk=int(batch.key.removeprefix(KEY_PREFIX))).first()
+        if owner is not None:
+            saved += extraction_collect(ticket=owner, results=results)
     return {"submitted": submitted, "polled": polled, "saved": saved}

@@ -179,10 +179,10 @@ def _tool_batch(env: StepEnv, state: dict[str, Any]) -> StepOutcome:
     try:
         if len(reads) > 1:
             with ThreadPoolExecutor(max_workers=min(len(reads), 4)) as pool:
-                for call, result in zip(
+                for call, outcome in zip(
                     reads, pool.map(lambda c: _run_read_only(scope, c), reads), strict=True
                 ):
-                    results[call["id"]] = result
+                    results[call["id"]] = outcome
         for call in reads[:1] if len(reads) == 1 else []:
             try:
                 results[call["id"]] = (tools.run_tool(scope, call["name"], call["input"]), False)

@@ -16,6 +16,7 @@ any lane, by the runner).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from decimal import Decimal
 from typing import Any
@@ -83,7 +84,7 @@ def money(amount: object, currency: str) -> str:
 
 # --- identifying the charge ------------------------------------------------------------------
 def _candidates(env: StepEnv, excluded: list[str]) -> list[Charge]:
-    since = timezone.now() - timezone.timedelta(days=RECENT_DAYS)
+    since = timezone.now() - dt.timedelta(days=RECENT_DAYS)
     return [
         c
         for c in billing_selectors.charges_for_customer(customer=env.customer)
@@ -465,15 +466,15 @@ def step(env: StepEnv) -> StepOutcome:
             reply=Reply(f"You're welcome!{status}"),
         )
     # A digression: answer it from the help center, then say where the refund stands.
-    reply, detail = faq.answer_question(env, text)
+    answer, detail = faq.answer_question(env, text)
     if request is not None:
-        reply = Reply(f"{reply.text}\n\n{_status_text(request)}", reply.sources)
+        answer = Reply(f"{answer.text}\n\n{_status_text(request)}", answer.sources)
     return StepOutcome(
         kind="refund_digress",
         state=state,
         next="await_approval"
         if request is not None and request.state == RefundRequestState.PROPOSED
         else "await_customer",
-        reply=reply,
+        reply=answer,
         detail=detail,
     )
