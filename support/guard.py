@@ -42,28 +42,63 @@ _REF = re.compile(r"\b(?:ch|cus|re|sub|rr)_[A-Za-z0-9_]+\b|\bINV-[A-Za-z0-9-]+\b
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
 _HEDGE = re.compile(
     r"\b(not|n't|never|no|once|before|after|when|whenever|if|until|unless|will be|would be|"
-    r"can be|could be|may be|might be|as soon as|pending|waiting|awaiting|needs?|requires?)\b",
+    r"can be|could be|may be|might be|as soon as|pending|waiting|awaiting|needs?|requires?|"
+    # German, Spanish, French (customers are answered in their language)
+    r"nicht|kein\w*|sobald|wenn|falls|bevor|nachdem|wird|cuando|una vez|antes|después|"
+    r"pendiente|si|será|pas|jamais|dès que|quand|avant|après|sera|en attente)\b",
     re.I,
 )
+# What ends a clause: a hedge in another clause of the sentence does not hedge this claim
+# ("Your refund has been issued and will be on your card..." claims the refund was issued).
+_CLAUSE_BREAK = re.compile(r"[,;:()]|\s[-–—]\s|\b(?:and|but|so|und|aber|y|pero|et|mais)\b", re.I)
 _CLAIM_EXECUTED = re.compile(
     r"\b(refund|money|amount|payment)\b[^.!?]{0,60}"
     r"\b(has been|have been|was|were|'s been|is now)\s+"
     r"(issued|processed|sent|completed|refunded|credited|paid|returned|executed)\b"
     r"|\b(we|i)\s?(?:'ve|have)?\s+(issued|processed|sent|refunded|credited|returned)\b"
-    r"|\brefunded (?:you|your)\b",
+    r"|\brefunded (?:you|your)\b"
+    r"|\b(rückerstattung|erstattung|geld|betrag)\b[^.!?]{0,60}\b(wurde|wurden|ist)\s+(?:bereits\s+)?"
+    r"(erstattet|zurückerstattet|ausgezahlt|überwiesen|gutgeschrieben|veranlasst|zurückgezahlt)\b"
+    r"|\b(wir haben|ich habe)\b[^.!?]{0,60}\b(erstattet|zurückerstattet|überwiesen|ausgezahlt)\b"
+    r"|\b(reembolso|dinero|importe|devolución)\b[^.!?]{0,60}\b(ha sido|fue|se ha|foi)\s+"
+    r"(procesad[oa]|emitid[oa]|enviad[oa]|reembolsad[oa]|devuelt[oa]|realizad[oa]|abonad[oa]|"
+    r"processad[oa]|efetuad[oa])\b"
+    r"|\b(he|hemos)\s+(reembolsado|devuelto|procesado|emitido)\b"
+    r"|\b(remboursement|argent|montant)\b[^.!?]{0,60}\b(a été|est|ont été)\s+"
+    r"(effectuée?s?|émise?s?|envoyée?s?|remboursée?s?|traitée?s?|versée?s?|créditée?s?)(?!\w)"
+    r"|\b(j'ai|nous avons)\s+(remboursé|effectué|émis|traité|versé)(?!\w)",
     re.I,
 )
 _CLAIM_APPROVED = re.compile(
     r"\b(refund|request)\b[^.!?]{0,60}\b(has been|have been|was|is|'s been|got)\s+"
-    r"(approved|accepted|granted|authori[sz]ed)\b|\b(we|i)\s?(?:'ve|have)?\s+approved\b",
+    r"(approved|accepted|granted|authori[sz]ed)\b|\b(we|i)\s?(?:'ve|have)?\s+approved\b"
+    r"|\b(rückerstattung|erstattung|antrag)\b[^.!?]{0,60}\b(wurde|ist)\s+(?:bereits\s+)?"
+    r"(genehmigt|bewilligt|freigegeben)\b"
+    r"|\b(reembolso|solicitud)\b[^.!?]{0,60}\b(ha sido|fue|está|foi)\s+(aprobad[oa]|aceptad[oa]|"
+    r"aprovad[oa])\b"
+    r"|\b(remboursement|demande)\b[^.!?]{0,60}\b(a été|est)\s+"
+    r"(approuvée?|acceptée?|validée?)(?!\w)",
     re.I,
 )
+
+
+def _claims(pattern: re.Pattern[str], sentence: str) -> bool:
+    """Whether `sentence` makes the claim `pattern` describes, unhedged: no hedge word between
+    the start of the claim's own clause and its verb ("once it is approved" passes)."""
+    for match in pattern.finditer(sentence):
+        breaks = list(_CLAUSE_BREAK.finditer(sentence, 0, match.start()))
+        clause_start = breaks[-1].end() if breaks else 0
+        if not _HEDGE.search(sentence[clause_start : match.end()]):
+            return True
+    return False
+
+
 _DATE_PROMISE = re.compile(
     r"\b(by|on|before|until)\s+(monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
     r"tomorrow|tonight|the end of (?:the )?(?:day|week|month)|"
     r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d{1,2})\b"
     r"|\b(today|tomorrow|tonight|immediately|right away|instantly)\b"
-    r"|\bwithin\s+(?:the\s+)?(?:next\s+)?(\d+)\s+(minutes?|hours?)\b",
+    r"|\b(?:within|in)\s+(?:the\s+)?(?:next\s+)?(\d+)\s+(minutes?|hours?)\b",
     re.I,
 )
 _DAYS = re.compile(
@@ -183,13 +218,11 @@ def check(
     violations: list[str] = []
     state = refund_request.state if refund_request is not None else None
     for sentence in _SENTENCE.findall(text):
-        hedged = bool(_HEDGE.search(sentence))
-        if _CLAIM_EXECUTED.search(sentence) and not hedged and state != RefundRequestState.EXECUTED:
+        if _claims(_CLAIM_EXECUTED, sentence) and state != RefundRequestState.EXECUTED:
             violations.append(f"claims a refund was issued ({state or 'no refund request'})")
-        if (
-            _CLAIM_APPROVED.search(sentence)
-            and not hedged
-            and state not in (RefundRequestState.APPROVED, RefundRequestState.EXECUTED)
+        if _claims(_CLAIM_APPROVED, sentence) and state not in (
+            RefundRequestState.APPROVED,
+            RefundRequestState.EXECUTED,
         ):
             violations.append(f"claims a refund was approved ({state or 'no refund request'})")
         promise = _DATE_PROMISE.search(sentence)
