@@ -32,9 +32,13 @@ _CODES = {
     "pound": "GBP",
     "pounds": "GBP",
 }
+# A number as customers write it: 1,990.00, 1.990,00, 1 990,00 (thin or no-break spaces too), 49.
+_NUMBER = r"\d{1,3}(?:[.,\u00a0\u202f ]\d{3})+(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?"
+_CODE_WORDS = r"usd|eur|gbp|dollars?|euros?|pounds?"
 _MONEY = re.compile(
-    r"(?P<sym>[$€£])\s?(?P<a>\d{1,3}(?:[,.]\d{3})*(?:[.,]\d{1,2})?|\d+(?:[.,]\d{1,2})?)"
-    r"|(?P<b>\d{1,3}(?:,\d{3})*(?:\.\d{1,2})?|\d+(?:[.,]\d{1,2})?)\s?(?P<code>usd|eur|gbp|dollars?|euros?|pounds?)\b",
+    rf"(?P<sym>[$€£])\s?(?P<a>{_NUMBER})"  # $49.00, €1.990,00
+    rf"|\b(?P<code_first>usd|eur|gbp)\s?(?P<c>{_NUMBER})"  # EUR 1,990.00
+    rf"|(?P<b>{_NUMBER})\s?(?:(?P<sym_after>[$€£])|(?P<code>{_CODE_WORDS})\b)",  # 1.990,00 €
     re.I,
 )
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -118,15 +122,14 @@ class Verdict:
 
 
 def _amount(text: str) -> Decimal | None:
-    cleaned = text.replace(" ", "")
-    if re.fullmatch(r"\d{1,3}(\.\d{3})+(,\d{1,2})?", cleaned):  # 1.990,00 (European)
-        cleaned = cleaned.replace(".", "").replace(",", ".")
-    elif re.fullmatch(r"\d+,\d{1,2}", cleaned):  # 49,00
-        cleaned = cleaned.replace(",", ".")
-    else:
-        cleaned = cleaned.replace(",", "")
+    cleaned = re.sub(r"[\s\u00a0\u202f]", "", text)
+    # The last separator followed by one or two digits is the decimal one; any other separator
+    # groups thousands (1.990,00 and 1,990.00 are the same amount; 1.990 is 1990).
+    decimals = re.search(r"[.,](\d{1,2})$", cleaned)
+    whole = cleaned[: decimals.start()] if decimals else cleaned
+    number = whole.replace(".", "").replace(",", "") + (f".{decimals.group(1)}" if decimals else "")
     try:
-        return Decimal(cleaned).quantize(Decimal("0.01"))
+        return Decimal(number).quantize(Decimal("0.01"))
     except InvalidOperation:
         return None
 
@@ -134,12 +137,10 @@ def _amount(text: str) -> Decimal | None:
 def amounts_in(text: str) -> list[tuple[Decimal, str]]:
     found = []
     for match in _MONEY.finditer(text):
-        raw = match.group("a") or match.group("b")
-        currency = (
-            _SYMBOLS[match.group("sym")]
-            if match.group("sym")
-            else _CODES[match.group("code").lower()]
-        )
+        raw = match.group("a") or match.group("b") or match.group("c")
+        symbol = match.group("sym") or match.group("sym_after")
+        code = match.group("code") or match.group("code_first")
+        currency = _SYMBOLS[symbol] if symbol else _CODES[code.lower()]
         value = _amount(raw)
         if value is not None:
             found.append((value, currency))
