@@ -185,8 +185,11 @@ def own_refs(customer: Customer) -> set[str]:
     refs |= set(
         billing_selectors.invoices_for_customer(customer=customer).values_list("number", flat=True)
     )
-    for request in billing_selectors.refund_requests_for_customer(customer=customer):
-        refs |= {r.ref for r in request.charge.refunds.all()}
+    # Every refund of the customer's charges, seeded history included (not only requested ones).
+    for charge in billing_selectors.charges_for_customer(customer=customer).prefetch_related(
+        "refunds"
+    ):
+        refs |= {r.ref for r in charge.refunds.all()}
     sub = billing_selectors.subscription_current_for_customer(customer=customer)
     if sub is not None:
         refs.add(sub.ref)
