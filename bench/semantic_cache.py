@@ -22,6 +22,7 @@ import math
 from memory_harness import DATA, setup_django
 
 MARGIN = 0.02
+ANSWER_MODEL = "bench-answer-model"  # entries are served only for the model that wrote them
 
 
 def choose(near_miss_sims: list[float]) -> float:
@@ -127,12 +128,16 @@ def _end_to_end(pairs: list[dict], threshold: float) -> tuple[dict[str, int], li
                 sources=[{"slug": article.slug, "title": article.title}],
                 prompt_version="bench-v1",
                 kb_version=kb_version,
+                answer_model=ANSWER_MODEL,
             )
         except services.CustomerSpecificAnswer as exc:
             print(f"  not cached ({exc}): {p['cached']!r}")
             continue
         got = services.semantic_cache_lookup(
-            question=p["asked"], prompt_version="bench-v1", threshold=threshold
+            question=p["asked"],
+            prompt_version="bench-v1",
+            answer_model=ANSWER_MODEL,
+            threshold=threshold,
         )
         hits[p["label"]] += got is not None
         if got is not None:

@@ -112,8 +112,11 @@ def rebuild(*, conversation: Conversation, turns: list[Turn]) -> None:
         log.warning("hot copy rebuild failed for conversation %s", conversation.pk, exc_info=True)
 
 
-def drop(*, conversation: Conversation) -> None:
+def drop(*, conversation: Conversation) -> int:
+    """Delete the hot copy; 1 if there was one. A Redis outage is logged and counts 0 (the
+    copy then expires after CONVERSATION_HOT_TTL_SECONDS)."""
     try:
-        client().delete(key(conversation))
+        return int(client().delete(key(conversation)))  # type: ignore[arg-type]
     except redis.RedisError:
         log.warning("hot copy delete failed for conversation %s", conversation.pk, exc_info=True)
+        return 0

@@ -214,6 +214,31 @@ def _search_cache_set(key: str, passages: list[RetrievedPassage]) -> None:
         log.warning("retrieval cache unwritable", exc_info=True)
 
 
+# The largest k a caller asks for (the API caps it at 20): search_cache_forget covers 1..this.
+_SEARCH_CACHE_MAX_K = 20
+
+
+def search_cache_forget(*, queries: Sequence[str]) -> int:
+    """Delete the cached results of `queries` under the current knowledge base (every mode and
+    k up to 20); returns how many entries went. For `customer_forget`: an entry holds no text,
+    but its key is a hash of the question. Entries of older KB states expire by their TTL."""
+    if not queries:
+        return 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        fingerprint = _kb_fingerprint(cursor)
+    keys = [
+        _search_cache_key(query=normalise_query(q), k=k, mode=mode, fingerprint=fingerprint)
+        for q in dict.fromkeys(queries)
+        for mode in ("vector", "hybrid")
+        for k in range(1, _SEARCH_CACHE_MAX_K + 1)
+    ]
+    try:
+        return int(hot.client().delete(*keys))  # type: ignore[arg-type]
+    except redis.RedisError:
+        log.warning("retrieval cache entries not deleted", exc_info=True)
+        return 0
+
+
 def _search(*, query: str, k: int, mode: str) -> list[RetrievedPassage]:
     text = query_rewrite.expand(query)
     vector = embeddings.embed_query(text)

@@ -29,6 +29,7 @@ from memory.models import (
     Chunk,
     Conversation,
     CustomerMemory,
+    EmbeddingCacheEntry,
     KnowledgeBaseState,
     Message,
     MessageRole,
@@ -299,27 +300,36 @@ class _PublicFacts:
     words: frozenset[str]
 
 
-_public_facts: dict[str, _PublicFacts] = {}
+# (content digest, facts) of the help center last seen by this process. Replaced as a whole by
+# one assignment, never mutated: under Celery's threads pool a reader holding the old pair
+# keeps a consistent one, where clearing and refilling a shared dict let a concurrent reader
+# find its key gone (KeyError) between the check and the read.
+_public_facts: tuple[str, _PublicFacts] | None = None
 
 
 def _help_center_public() -> _PublicFacts:
     # What the help center itself states (prices, limits, worked examples, its vocabulary) is
     # public. Keyed by the articles' content hashes, not the KB version: a version number can
     # name different content (a rolled-back edit, another database), a content hash cannot.
+    global _public_facts
     hashes = sorted(Article.objects.values_list("content_hash", flat=True))
     digest = embeddings.content_hash("\n".join(hashes))
-    if digest not in _public_facts:
-        texts = [
-            f"{title}\n{body}\n{keywords}"
-            for title, body, keywords in Article.objects.values_list("title", "body", "keywords")
-        ]
-        _public_facts.clear()
-        _public_facts[digest] = _PublicFacts(
-            amounts=frozenset(a for t in texts for a in amounts_in(t)),
-            numbers=frozenset(n for t in texts for n in numbers_in(t)),
-            words=frozenset(w for t in texts for w in words_in(t)),
-        )
-    return _public_facts[digest]
+    current = _public_facts  # one read: another thread may swap the global meanwhile
+    if current is not None and current[0] == digest:
+        return current[1]
+    texts = [
+        f"{title}\n{body}\n{keywords}"
+        for title, body, keywords in Article.objects.values_list("title", "body", "keywords")
+    ]
+    facts = _PublicFacts(
+        amounts=frozenset(a for t in texts for a in amounts_in(t)),
+        numbers=frozenset(n for t in texts for n in numbers_in(t)),
+        words=frozenset(w for t in texts for w in words_in(t)),
+    )
+    # Two threads computing at once each return their own (both correct for their digest);
+    # the last assignment wins, and the next call with the other digest recomputes.
+    _public_facts = (digest, facts)
+    return facts
 
 
 def semantic_cache_store(
@@ -329,9 +339,14 @@ def semantic_cache_store(
     sources: list[dict[str, str]],
     prompt_version: str,
     kb_version: int,
+    answer_model: str,
     ttl_seconds: int | None = None,
 ) -> SemanticCacheEntry:
-    """Cache a generic FAQ answer under `prompt_version` and `kb_version`.
+    """Cache a generic FAQ answer under `prompt_version`, `kb_version` and `answer_model`.
+
+    `answer_model` is the pinned model id that wrote the answer (the gateway's record of the
+    call, not the tier): the entry is served only to lookups for that same model, so a model
+    change (a release, a fallback to the small tier) never serves another model's answer.
 
     Preconditions: the answer came from the FAQ lane (help-center passages only, no customer
     lookups), and `kb_version` is `selectors.kb_version_get()` read BEFORE the passages were
@@ -364,6 +379,8 @@ def semantic_cache_store(
     ]
     if reasons:
         raise CustomerSpecificAnswer("; ".join(dict.fromkeys(reasons)))
+    if not answer_model.strip():
+        raise ValueError("answer_model must name the model that wrote the answer")
     provider = embeddings.get_provider()
     ttl = settings.SEMANTIC_CACHE_TTL_SECONDS if ttl_seconds is None else ttl_seconds
     entry, _ = SemanticCacheEntry.objects.update_or_create(
@@ -371,6 +388,7 @@ def semantic_cache_store(
         prompt_version=prompt_version,
         kb_version=kb_version,
         model_id=provider.model_id,
+        answer_model=answer_model,
         defaults={
             "question": question,
             "embedding": embeddings.embed_text(question),
@@ -385,7 +403,8 @@ def semantic_cache_store(
 _CACHE_CANDIDATES_SQL = """
     SELECT id, question, 1 - (embedding <=> %s::vector) AS similarity
     FROM memory_semanticcacheentry
-    WHERE prompt_version = %s AND kb_version = %s AND model_id = %s AND expires_at > %s
+    WHERE prompt_version = %s AND kb_version = %s AND model_id = %s AND answer_model = %s
+        AND expires_at > %s
     ORDER BY embedding <=> %s::vector
     LIMIT 5
 """
@@ -408,12 +427,20 @@ def _loggable(question: str) -> str:
 
 
 def semantic_cache_lookup(
-    *, question: str, prompt_version: str, threshold: float | None = None
+    *,
+    question: str,
+    prompt_version: str,
+    answer_model: str,
+    customer: Customer | None = None,
+    threshold: float | None = None,
 ) -> CachedAnswer | None:
     """A cached answer to `question`, or None. Every lookup is recorded (hit rate, similarity).
 
-    A hit needs: same prompt version, current KB version, unexpired, cosine similarity at or
-    above SEMANTIC_CACHE_THRESHOLD, and the same answer-changing terms (see semantic_cache.py).
+    A hit needs: same prompt version, same answering model (`answer_model`, the pinned model id
+    that would answer on a miss), current KB version, unexpired, cosine similarity at or above
+    SEMANTIC_CACHE_THRESHOLD, and the same answer-changing terms (see semantic_cache.py).
+    `customer` is who asked: the lookup-log row is linked to them, so `customer_forget` can
+    delete it.
     """
     if not settings.SEMANTIC_CACHE_ENABLED:
         return None
@@ -425,7 +452,15 @@ def semantic_cache_lookup(
         selectors.set_ef_search(cursor)
         cursor.execute(
             _CACHE_CANDIDATES_SQL,
-            [literal, prompt_version, kb_version, provider.model_id, timezone.now(), literal],
+            [
+                literal,
+                prompt_version,
+                kb_version,
+                provider.model_id,
+                answer_model,
+                timezone.now(),
+                literal,
+            ],
         )
         candidates = cursor.fetchall()
     best = float(candidates[0][2]) if candidates else None
@@ -449,6 +484,8 @@ def semantic_cache_lookup(
         reason=reason,
         prompt_version=prompt_version,
         kb_version=kb_version,
+        answer_model=answer_model,
+        customer=customer,
     )
     if chosen is None:
         return None
@@ -569,3 +606,66 @@ def conversation_summary_save(
     if updated:
         conversation.summary, conversation.summary_through_seq = summary, through_seq
     return bool(updated)
+
+
+# --- Forget me ------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def customer_forget(*, customer: Customer) -> dict[str, int]:
+    """Delete what memory keeps of `customer` outside their conversations; counts per kind.
+
+    Gone: their memories; the vectors of texts embedded for them (embedding-cache rows they
+    own, and any ownerless row left from before owners were recorded whose hash is one of
+    their memories' texts); semantic-cache lookup-log rows linked to them or whose question is
+    the text of one of their messages or memories, and cached answers whose question is one of
+    their messages (with those questions' vectors); the Redis hot copies of their
+    conversations; and the retrieval-cache entries of their messages under the current
+    knowledge base (entries hold no text, only a hash of it, and expire within
+    selectors.SEARCH_CACHE_TTL_SECONDS anyway).
+
+    Kept: the conversations and messages in Postgres: they are the support record tickets
+    point to (support's retention decides them), so a later read rebuilds a hot copy from
+    them. Other customers' rows are never touched: every filter names `customer` or one of
+    their own texts.
+    """
+    memory_texts = list(
+        CustomerMemory.objects.filter(customer=customer).values_list("text", flat=True)
+    )
+    conversations = list(Conversation.objects.filter(customer=customer))
+    asked = list(
+        Message.objects.filter(
+            conversation__customer=customer, role=MessageRole.CUSTOMER
+        ).values_list("content", flat=True)
+    )
+    their_texts = sorted(set(memory_texts) | set(asked))
+
+    memories, _ = CustomerMemory.objects.filter(customer=customer).delete()
+
+    memory_hashes = sorted({embeddings.content_hash(t) for t in memory_texts})
+    owned, _ = EmbeddingCacheEntry.objects.filter(
+        Q(owner=customer) | Q(owner__isnull=True, content_hash__in=memory_hashes)
+    ).delete()
+
+    lookups, _ = SemanticCacheLookup.objects.filter(
+        Q(customer=customer) | Q(question__in=their_texts)
+    ).delete()
+    entries = SemanticCacheEntry.objects.filter(question__in=asked)
+    entry_hashes = sorted(
+        {embeddings.content_hash(q) for q in entries.values_list("question", flat=True)}
+    )
+    cached_answers, _ = entries.delete()
+    question_vectors, _ = EmbeddingCacheEntry.objects.filter(
+        owner__isnull=True, content_hash__in=entry_hashes
+    ).delete()
+
+    hot_copies = sum(hot.drop(conversation=conversation) for conversation in conversations)
+    search_entries = selectors.search_cache_forget(queries=asked)
+    return {
+        "memories": memories,
+        "embedding_cache_rows": owned + question_vectors,
+        "semantic_cache_lookups": lookups,
+        "semantic_cache_entries": cached_answers,
+        "hot_copies": hot_copies,
+        "search_cache_entries": search_entries,
+    }

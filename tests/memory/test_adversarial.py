@@ -17,10 +17,12 @@ from memory.knowledge import load_directory
 from memory.models import Conversation, Message, SemanticCacheEntry, SemanticCacheLookup
 
 PROMPT = "faq_answer@adversarial"
+MODEL = "claude-haiku-5-5"  # the model that wrote the cached answers
 
 
 def _store(question: str, answer: str, kb_version: int | None = None):
     return services.semantic_cache_store(
+        answer_model=MODEL,
         question=question,
         answer=answer,
         sources=[{"slug": "refund-timing", "title": "When will I see my refund?"}],
@@ -170,7 +172,10 @@ def test_a_generic_help_center_answer_is_still_cached(helpcenter, question, answ
 def test_a_near_miss_outside_the_labelled_set_never_hits(helpcenter, cached, asked):
     _store(cached, "Generic answer.")
 
-    assert services.semantic_cache_lookup(question=asked, prompt_version=PROMPT) is None
+    assert (
+        services.semantic_cache_lookup(answer_model=MODEL, question=asked, prompt_version=PROMPT)
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -184,7 +189,7 @@ def test_a_near_miss_outside_the_labelled_set_never_hits(helpcenter, cached, ask
 def test_a_paraphrase_outside_the_labelled_set_still_hits(helpcenter, cached, asked):
     entry = _store(cached, "Generic answer.")
 
-    hit = services.semantic_cache_lookup(question=asked, prompt_version=PROMPT)
+    hit = services.semantic_cache_lookup(answer_model=MODEL, question=asked, prompt_version=PROMPT)
 
     assert hit is not None
     assert hit.entry_id == entry.id
@@ -209,7 +214,9 @@ def test_an_answer_built_before_a_kb_change_is_never_served_after_it(helpcenter)
 
     assert (
         services.semantic_cache_lookup(
-            question="What payment methods do you accept?", prompt_version=PROMPT
+            answer_model=MODEL,
+            question="What payment methods do you accept?",
+            prompt_version=PROMPT,
         )
         is None
     )
@@ -275,6 +282,7 @@ def test_retrieval_finds_the_right_article_after_many_rolled_back_reindexes(help
 def test_sources_that_are_not_help_center_articles_are_never_cached(helpcenter, sources):
     with pytest.raises(services.CustomerSpecificAnswer):
         services.semantic_cache_store(
+            answer_model=MODEL,
             question="Where is my refund?",
             answer="Refunds take 5–10 business days to appear [refund-timing].",
             sources=sources,
@@ -289,10 +297,13 @@ def test_the_lookup_log_never_keeps_a_customers_details(helpcenter):
     # The log is kept for hit-rate figures and is linked to no customer, so a customer's
     # deletion request could never reach a detail stored there.
     services.semantic_cache_lookup(
+        answer_model=MODEL,
         question="Hi, I'm Anna Lopez: where is the refund of €58.31 for INV-2026-0042?",
         prompt_version=PROMPT,
     )
-    services.semantic_cache_lookup(question="How long do refunds take?", prompt_version=PROMPT)
+    services.semantic_cache_lookup(
+        answer_model=MODEL, question="How long do refunds take?", prompt_version=PROMPT
+    )
 
     logged = list(SemanticCacheLookup.objects.order_by("id").values_list("question", flat=True))
     assert logged[1] == "How long do refunds take?"

@@ -20,10 +20,12 @@ PAIRS = [
 ]
 NEAR_MISSES = [p for p in PAIRS if p["label"] == "near_miss"]
 PROMPT = "faq_answer@test"
+MODEL = "claude-haiku-5-5"  # the model that wrote the cached answers
 
 
 def _store(question: str, answer: str = "Generic answer.", prompt: str = PROMPT):
     return services.semantic_cache_store(
+        answer_model=MODEL,
         question=question,
         answer=answer,
         sources=[{"slug": "refunds-monthly-plans", "title": "Refunds on monthly plans"}],
@@ -43,7 +45,7 @@ def _store(question: str, answer: str = "Generic answer.", prompt: str = PROMPT)
 def test_a_paraphrase_gets_the_cached_answer(helpcenter, cached, asked):
     entry = _store(cached, answer="The cached answer.")
 
-    hit = services.semantic_cache_lookup(question=asked, prompt_version=PROMPT)
+    hit = services.semantic_cache_lookup(answer_model=MODEL, question=asked, prompt_version=PROMPT)
 
     assert hit is not None
     assert (hit.entry_id, hit.answer, hit.question) == (entry.id, "The cached answer.", cached)
@@ -57,7 +59,12 @@ def test_a_paraphrase_gets_the_cached_answer(helpcenter, cached, asked):
 def test_a_near_miss_never_hits_at_the_configured_threshold(helpcenter, pair):
     _store(pair["cached"])
 
-    assert services.semantic_cache_lookup(question=pair["asked"], prompt_version=PROMPT) is None
+    assert (
+        services.semantic_cache_lookup(
+            answer_model=MODEL, question=pair["asked"], prompt_version=PROMPT
+        )
+        is None
+    )
 
 
 def test_the_labelled_set_has_at_least_40_pairs_of_each_kind():
@@ -95,11 +102,15 @@ def test_a_new_prompt_version_invalidates_the_cache(helpcenter):
     _store("What payment methods do you accept?", prompt="faq_answer@1")
 
     assert services.semantic_cache_lookup(
-        question="What payment methods do you accept?", prompt_version="faq_answer@1"
+        answer_model=MODEL,
+        question="What payment methods do you accept?",
+        prompt_version="faq_answer@1",
     )
     assert (
         services.semantic_cache_lookup(
-            question="What payment methods do you accept?", prompt_version="faq_answer@2"
+            answer_model=MODEL,
+            question="What payment methods do you accept?",
+            prompt_version="faq_answer@2",
         )
         is None
     )
@@ -114,7 +125,9 @@ def test_a_kb_change_invalidates_the_cache(helpcenter):
 
     assert (
         services.semantic_cache_lookup(
-            question="What payment methods do you accept?", prompt_version=PROMPT
+            answer_model=MODEL,
+            question="What payment methods do you accept?",
+            prompt_version=PROMPT,
         )
         is None
     )
@@ -128,7 +141,9 @@ def test_an_expired_entry_does_not_hit(helpcenter):
     )
 
     assert (
-        services.semantic_cache_lookup(question="How do I export my data?", prompt_version=PROMPT)
+        services.semantic_cache_lookup(
+            answer_model=MODEL, question="How do I export my data?", prompt_version=PROMPT
+        )
         is None
     )
 
@@ -136,9 +151,15 @@ def test_an_expired_entry_does_not_hit(helpcenter):
 def test_every_lookup_is_recorded_with_hit_and_similarity(helpcenter):
     _store("How do I export my data?")
 
-    services.semantic_cache_lookup(question="How can I export my data?", prompt_version=PROMPT)
-    services.semantic_cache_lookup(question="What are your support hours?", prompt_version=PROMPT)
-    services.semantic_cache_lookup(question="How do I import my data?", prompt_version=PROMPT)
+    services.semantic_cache_lookup(
+        answer_model=MODEL, question="How can I export my data?", prompt_version=PROMPT
+    )
+    services.semantic_cache_lookup(
+        answer_model=MODEL, question="What are your support hours?", prompt_version=PROMPT
+    )
+    services.semantic_cache_lookup(
+        answer_model=MODEL, question="How do I import my data?", prompt_version=PROMPT
+    )
     stats = selectors.semantic_cache_stats()
 
     rows = list(SemanticCacheLookup.objects.order_by("id").values_list("hit", "reason"))
@@ -146,3 +167,91 @@ def test_every_lookup_is_recorded_with_hit_and_similarity(helpcenter):
     assert SemanticCacheLookup.objects.filter(similarity__isnull=True).count() == 0
     assert (stats.lookups, stats.hits, stats.hit_rate) == (3, 1, 0.3333)
     assert stats.mean_hit_similarity is not None
+
+
+OTHER_MODEL = "claude-sonnet-5-5"
+
+
+def test_an_answer_is_served_only_for_the_model_that_wrote_it(helpcenter):
+    _store("What payment methods do you accept?", answer="Written by the small model.")
+
+    same = services.semantic_cache_lookup(
+        question="What payment methods do you accept?", prompt_version=PROMPT, answer_model=MODEL
+    )
+    other = services.semantic_cache_lookup(
+        question="What payment methods do you accept?",
+        prompt_version=PROMPT,
+        answer_model=OTHER_MODEL,
+    )
+
+    assert same is not None
+    assert same.answer == "Written by the small model."
+    assert other is None
+    assert list(SemanticCacheLookup.objects.order_by("id").values_list("answer_model", "hit")) == [
+        (MODEL, True),
+        (OTHER_MODEL, False),
+    ]
+
+
+def test_two_models_answers_to_one_question_are_two_entries(helpcenter):
+    question = "How do I cancel my subscription?"
+    entries = {
+        model: services.semantic_cache_store(
+            question=question,
+            answer=answer,
+            sources=[],
+            prompt_version=PROMPT,
+            kb_version=selectors.kb_version_get(),
+            answer_model=model,
+        )
+        for model, answer in [(MODEL, "Small answer."), (OTHER_MODEL, "Large answer.")]
+    }
+
+    assert entries[MODEL].id != entries[OTHER_MODEL].id
+    for model, answer in [(MODEL, "Small answer."), (OTHER_MODEL, "Large answer.")]:
+        hit = services.semantic_cache_lookup(
+            question=question, prompt_version=PROMPT, answer_model=model
+        )
+        assert hit is not None
+        assert hit.answer == answer
+
+
+def test_the_answering_model_is_required(helpcenter):
+    with pytest.raises(TypeError):
+        services.semantic_cache_store(  # type: ignore[call-arg]
+            question="How do I cancel?",
+            answer="From settings.",
+            sources=[],
+            prompt_version=PROMPT,
+            kb_version=selectors.kb_version_get(),
+        )
+    with pytest.raises(TypeError):
+        services.semantic_cache_lookup(  # type: ignore[call-arg]
+            question="How do I cancel?", prompt_version=PROMPT
+        )
+    with pytest.raises(ValueError, match="answer_model"):
+        services.semantic_cache_store(
+            question="How do I cancel?",
+            answer="From settings.",
+            sources=[],
+            prompt_version=PROMPT,
+            kb_version=selectors.kb_version_get(),
+            answer_model=" ",
+        )
+    assert SemanticCacheEntry.objects.count() == 0
+
+
+def test_entries_from_before_the_answer_model_column_are_never_served(helpcenter):
+    entry = _store("What payment methods do you accept?")
+    SemanticCacheEntry.objects.filter(id=entry.id).update(
+        answer_model=""
+    )  # the migration's default
+
+    assert (
+        services.semantic_cache_lookup(
+            question="What payment methods do you accept?",
+            prompt_version=PROMPT,
+            answer_model=MODEL,
+        )
+        is None
+    )

@@ -9,6 +9,8 @@ from django.utils import timezone
 from memory import selectors, services, tasks
 from memory.models import Article, SemanticCacheEntry
 
+MODEL = "claude-haiku-5-5"  # the model that wrote the cached answers
+
 
 def test_ingest_task_twice_indexes_once(db):
     first = tasks.ingest_helpcenter()
@@ -21,6 +23,7 @@ def test_ingest_task_twice_indexes_once(db):
 
 def test_purge_task_removes_only_expired_entries(helpcenter):
     keep = services.semantic_cache_store(
+        answer_model=MODEL,
         question="How do I export my data?",
         answer="CSV or JSON.",
         sources=[],
@@ -28,6 +31,7 @@ def test_purge_task_removes_only_expired_entries(helpcenter):
         kb_version=selectors.kb_version_get(),
     )
     gone = services.semantic_cache_store(
+        answer_model=MODEL,
         question="What are your support hours?",
         answer="Mon-Fri.",
         sources=[],
