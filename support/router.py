@@ -28,14 +28,24 @@ from memory.selectors import vector_literal
 from support.models import Lane, RouterExemplar
 
 # --- rules -------------------------------------------------------------------------------------
+# Asking for a person: a word for a person together with a wish to reach one, or an unambiguous
+# phrase ("real person", "not a bot"). "Does a person look at refunds?" is not a request.
+_PERSON = (
+    r"(?:a |an |some |to a |to an |with a |with an |mit einem |con una |avec une )?(?:human|"
+    r"real person|actual person|live (?:agent|person)|real agent|person|representative|operator|"
+    r"staff member|someone|somebody|manager|humano|persona|mensch\w*|mitarbeiter\w*|humain|"
+    r"personne|conseill\w*|pessoa|atendente|alguien)"
+)
 _HUMAN = re.compile(
-    r"\b(human|real person|a person|actual person|someone real|live agent|real agent|"
-    r"representative|operator|staff member|talk to (?:a |an |some)?(?:one|body|person|agent)|"
-    r"speak (?:to|with) (?:a |an |some)?(?:one|body|person|agent|manager)|manager|"
-    r"humano|persona real|una persona|hablar con alguien|agente real|"
-    r"mensch|menschen|mitarbeiter(?:in)?|echte person|"
-    r"humain|une personne|vraie personne|conseill(?:er|ère)|"
-    r"pessoa real|atendente)\b",
+    r"(\b(?:talk|speak|chat|get|connect|transfer|escalate|put|pass|hand|want|need|like|have|"
+    r"reach|hablar|sprechen|parler|falar|quiero|möchte|voudrais|veux|quero)\b[^.?!]{0,25}\b"
+    + _PERSON
+    + r"\b|\b"
+    + _PERSON
+    + r"\b[^.?!]{0,25}\b(?:sprechen|reden|hablar|parler|falar|speak|talk)\b|"
+    r"\b(?:real|actual|live) (?:person|human|agent)\b|\bnot (?:a |with a |to a )?bot\b|"
+    r"\bhuman,? please\b|^\W*(?:human|agent|person|operator)\W*$|"
+    r"\b(?:a real person|persona real|echte person|vraie personne|pessoa real|un humain)\b)",
     re.I,
 )
 _NOT_HUMAN = re.compile(r"\b(no|not|don'?t|without)\s+(?:need\s+)?(?:a\s+)?(human|person)", re.I)
@@ -142,7 +152,7 @@ _PERSONAL = re.compile(
     re.I,
 )
 _HOWTO = re.compile(
-    r"^\W*(how (?:do|can|should) (?:i|we)|where (?:do|can) (?:i|we)|wher do i|can (?:i|we) "
+    r"(?:^|[.!?]\s+)\W*(how (?:do|can|should) (?:i|we)|where (?:do|can) (?:i|we)|wher do i|can (?:i|we) "
     r"(?!get a refund|have a refund|get my money)|do you|does ledgerly|is it possible to)\b",
     re.I,
 )
@@ -217,6 +227,10 @@ _NEAREST_SQL = """
 """
 
 
+# Cosine similarity at which the nearest example is the same message (wording, case, a typo).
+NEAR_DUPLICATE = 0.97
+
+
 def by_exemplars(vector: np.ndarray, *, k: int = 5) -> Decision | None:
     """The nearest labelled examples' lane, when the nearest is close and most agree."""
     literal = vector_literal(vector)
@@ -226,6 +240,10 @@ def by_exemplars(vector: np.ndarray, *, k: int = 5) -> Decision | None:
         rows = [(str(lane), float(sim)) for lane, sim in cursor.fetchall()]
     if not rows or rows[0][1] < settings.SUPPORT_ROUTER_EXEMPLAR_MIN_SIMILARITY:
         return None
+    if rows[0][1] >= NEAR_DUPLICATE:
+        # Staff label an example to fix how such a ticket is routed: its own wording decides,
+        # whatever its neighbours say (a vote would let them overrule the correction).
+        return Decision(rows[0][0], round(rows[0][1], 3), "exemplars", "a labelled example")
     votes: dict[str, float] = {}
     for lane, similarity in rows:
         votes[lane] = votes.get(lane, 0.0) + max(similarity, 0.0)
