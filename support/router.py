@@ -152,7 +152,8 @@ _PERSONAL = re.compile(
     re.I,
 )
 _HOWTO = re.compile(
-    r"(?:^|[.!?]\s+)\W*(how (?:do|can|should) (?:i|we)|where (?:do|can) (?:i|we)|wher do i|can (?:i|we) "
+    r"(?:^|[.!?]\s+)\W*(how (?:do|can|should) (?:i|we)|where (?:do|can) (?:i|we)|wher do i|"
+    r"can (?:i|we) "
     r"(?!get a refund|have a refund|get my money)|do you|does ledgerly|is it possible to)\b",
     re.I,
 )
