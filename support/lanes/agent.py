@@ -17,8 +17,11 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from billing import selectors as billing_selectors
+from memory import selectors as memory_selectors
 from memory.context import build_context
 from support import tools
+from support.lanes import faq, refund
 from support.steps import EscalationDraft, Reply, StepEnv, StepOutcome
 
 PROMPT = "agent_system"
@@ -27,6 +30,10 @@ CAPPED_TAIL = (
     "I haven't been able to finish looking into this, so I've passed it to a human on our support "
     "team with what I found; they will reply here (staff work Monday to Friday, 08:00-18:00 CET)."
 )
+
+
+def _article_titles() -> dict[str, str]:
+    return {a.slug: a.title for a in memory_selectors.articles_list()}
 
 
 def _start_state(env: StepEnv) -> dict[str, Any]:
@@ -126,7 +133,15 @@ def _model_turn(env: StepEnv, state: dict[str, Any]) -> StepOutcome:
             detail={"tools": [c.name for c in completion.tool_calls], "model": completion.model},
         )
     escalate = state.get("escalate")
-    reply = Reply(completion.text.strip() or CAPPED_TAIL)
+    text, sources = faq.cite(completion.text, _article_titles())
+    if state.get("refund_request"):
+        # Where the request stands comes from its row, whatever the model wrote about it.
+        request = billing_selectors.refund_request_get_for_customer(
+            customer=env.customer, refund_request_id=int(state["refund_request"])
+        )
+        if request is not None:
+            text = f"{text}\n\n{refund.status_text(request)}".strip()
+    reply = Reply(text or CAPPED_TAIL, sources)
     outcome_next = (
         "escalate"
         if escalate

@@ -28,6 +28,13 @@ NOT_FOUND = (
 )
 
 
+def cite(text: str, titles: dict[str, str]) -> tuple[str, list[dict[str, str]]]:
+    """The text without its [slug] markers, and the articles it cited (known slugs only)."""
+    cited = [slug for slug in dict.fromkeys(_CITATION.findall(text)) if slug in titles]
+    clean = _CITATION.sub("", text).strip()
+    return clean, [{"slug": slug, "title": titles[slug]} for slug in cited]
+
+
 def _answer_model() -> str:
     return llm_conf.config().models["small"]
 
@@ -57,7 +64,8 @@ def answer_question(env: StepEnv, question: str) -> tuple[Reply, dict[str, objec
         fallback="none",
     )
     titles = {p.slug: p.title for p in passages}
-    cited = [slug for slug in dict.fromkeys(_CITATION.findall(completion.text)) if slug in titles]
+    text, sources = cite(completion.text, titles)
+    cited = [source["slug"] for source in sources]
     detail: dict[str, object] = {
         "cache": "miss" if settings.SUPPORT_SEMANTIC_CACHE else "off",
         "passages": [p.slug for p in passages],
@@ -67,8 +75,6 @@ def answer_question(env: StepEnv, question: str) -> tuple[Reply, dict[str, objec
     if not cited:
         # Nothing from the help center backs the draft: say so rather than pass on a guess.
         return Reply(NOT_FOUND), {**detail, "found": False}
-    text = _CITATION.sub("", completion.text).strip()
-    sources = [{"slug": slug, "title": titles[slug]} for slug in cited]
     if settings.SUPPORT_SEMANTIC_CACHE:
         try:
             memory_services.semantic_cache_store(

@@ -223,7 +223,8 @@ def _clause_sentence(request: RefundRequest) -> str:
     }.get(request.clause, "")
 
 
-def _status_text(request: RefundRequest) -> str:
+def status_text(request: RefundRequest) -> str:
+    """Where the request stands, from its row (for replies of every lane)."""
     request.refresh_from_db()
     amount = money(request.amount, request.currency)
     return {
@@ -394,7 +395,7 @@ def step(env: StepEnv) -> StepOutcome:
         reply = (
             f"Okay, I've withdrawn the refund request for {amount}. Nothing will be refunded."
             if withdrawn
-            else f"I can't withdraw it any more. {_status_text(request)}"
+            else f"I can't withdraw it any more. {status_text(request)}"
         )
         return StepOutcome(
             kind="refund_cancel",
@@ -420,7 +421,7 @@ def step(env: StepEnv) -> StepOutcome:
                 next="await_customer",
                 reply=Reply(
                     "That request has already been decided, so I can't swap it. "
-                    f"{_status_text(request)} I can pass the other charge to a human on our "
+                    f"{status_text(request)} I can pass the other charge to a human on our "
                     "team."
                 ),
             )
@@ -441,7 +442,7 @@ def step(env: StepEnv) -> StepOutcome:
             next="await_approval"
             if request.state == RefundRequestState.PROPOSED
             else "await_customer",
-            reply=Reply(f"{reason} {_status_text(request)}"),
+            reply=Reply(f"{reason} {status_text(request)}"),
         )
     if request is not None and _PARTIAL.search(text):
         asked = _asked_amount(text, request.charge, request.amount + Decimal("0.01"))
@@ -456,7 +457,7 @@ def step(env: StepEnv) -> StepOutcome:
         # A new account matter, not a repair of this one: the router takes it from here.
         return StepOutcome(kind="refund_handover", state=state, next="reroute")
     if _THANKS.match(text):
-        status = f" {_status_text(request)}" if request is not None else ""
+        status = f" {status_text(request)}" if request is not None else ""
         return StepOutcome(
             kind="refund_ack",
             state=state,
@@ -468,7 +469,7 @@ def step(env: StepEnv) -> StepOutcome:
     # A digression: answer it from the help center, then say where the refund stands.
     answer, detail = faq.answer_question(env, text)
     if request is not None:
-        answer = Reply(f"{answer.text}\n\n{_status_text(request)}", answer.sources)
+        answer = Reply(f"{answer.text}\n\n{status_text(request)}", answer.sources)
     return StepOutcome(
         kind="refund_digress",
         state=state,
