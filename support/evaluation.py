@@ -273,11 +273,12 @@ def _money(refund: ActualRefund | ExpectedRefund) -> str:
     return f"{refund.amount:.2f} {refund.currency} (auto_approved={refund.auto_approved})"
 
 
-def grade(*, expect: Expect, outcome: Outcome) -> Grade:
+def grade(*, expect: Expect, outcome: Outcome, check_lane: bool = True) -> Grade:
     """Grade one outcome. A case passes when every check it has holds and nothing went wrong
     (no timeout, no error, no refund executed without approval). A timed-out or failed case
     still has its lane graded when the first message was routed; its end-state checks count as
-    failed, since the ticket never ended."""
+    failed, since the ticket never ended. `check_lane=False` leaves the lane out (the baseline
+    sends everything to the agent: there is no routing decision to grade)."""
     checks: dict[str, bool] = {}
     failures: list[str] = []
     unfinished = outcome.timeout or outcome.error
@@ -286,7 +287,7 @@ def grade(*, expect: Expect, outcome: Outcome) -> Grade:
     if outcome.error:
         failures.append(f"error: {outcome.error}")
 
-    if expect.lane is not None:
+    if expect.lane is not None and check_lane:
         checks["lane"] = outcome.lane == expect.lane
         if not checks["lane"]:
             failures.append(f"lane: expected {expect.lane}, got {outcome.lane or 'none'}")
@@ -743,7 +744,12 @@ class Cancelled(Exception):
 
 
 def run_case(
-    case: Case, *, customer: Any, timeout_s: float, cancel: threading.Event | None = None
+    case: Case,
+    *,
+    customer: Any,
+    timeout_s: float,
+    cancel: threading.Event | None = None,
+    check_lane: bool = True,
 ) -> CaseResult:
     """Play one case from the seeded world and grade what its ticket ended as. Never raises for
     the system under test's failures: a timeout or an error is a graded failure. Raises
@@ -795,7 +801,9 @@ def run_case(
     if ticket is None:
         outcome = Outcome(error=error or "no ticket was created")
         return CaseResult(
-            case=case, outcome=outcome, grade=grade(expect=case.expect, outcome=outcome)
+            case=case,
+            outcome=outcome,
+            grade=grade(expect=case.expect, outcome=outcome, check_lane=check_lane),
         )
     if not (timeout or error):
         _wait_for_refunds_to_finish(ticket.pk, timeout_s=min(timeout_s, 15.0))
@@ -805,7 +813,7 @@ def run_case(
     return CaseResult(
         case=case,
         outcome=outcome,
-        grade=grade(expect=case.expect, outcome=outcome),
+        grade=grade(expect=case.expect, outcome=outcome, check_lane=check_lane),
         tokens=sum(
             c["input_tokens"]
             + c["output_tokens"]
@@ -950,6 +958,7 @@ class World:
                         customer=customers[case.customer],
                         timeout_s=options.timeout_s,
                         cancel=cancel,
+                        check_lane=not options.baseline,
                     )
                     with lock:
                         results[case.id] = result

@@ -92,6 +92,13 @@ def test_lane_is_the_first_messages_lane():
     assert unrouted.failures == ("lane: expected refund, got none",)
 
 
+def test_the_baseline_leaves_the_lane_ungraded():
+    case = _case({"lane": "refund", "escalated": False})
+    result = ev.grade(expect=case.expect, outcome=ev.Outcome(lane="agent"), check_lane=False)
+    assert result.passed
+    assert result.checks == {"escalated": True, "approval": True}
+
+
 @pytest.mark.parametrize(
     ("refunds", "passed"),
     [
