@@ -37,7 +37,9 @@ def test_a_question_the_help_center_does_not_answer_is_not_guessed():
 
 
 def test_duplicate_charge_over_the_limit_is_proposed_for_approval():
-    ticket = ask("ana.lopez@example.com", "hi, you charged me twice this month, I want my money back")
+    ticket = ask(
+        "ana.lopez@example.com", "hi, you charged me twice this month, I want my money back"
+    )
     assert ticket.first_lane == "refund"
     assert ticket.state == TicketState.AWAITING_APPROVAL
     [request] = requests_of(ticket)
@@ -53,7 +55,9 @@ def test_duplicate_charge_over_the_limit_is_proposed_for_approval():
 
 
 def test_small_duplicate_is_approved_automatically():
-    ticket = ask("ben.okafor@example.com", "I was billed two times for the same invoice, refund please")
+    ticket = ask(
+        "ben.okafor@example.com", "I was billed two times for the same invoice, refund please"
+    )
     [request] = requests_of(ticket)
     assert request.auto_approved and request.amount == Decimal("19.00")
     assert "$19.00" in ticket.reply
@@ -168,3 +172,36 @@ def test_the_conversation_holds_each_message_and_reply_once():
         .values_list("role", flat=True)
     )
     assert roles == ["customer", "assistant", "customer", "assistant"]
+
+
+def test_a_correction_withdraws_the_first_request_and_asks_for_the_other_charge():
+    ticket = ask(
+        "ana.lopez@example.com",
+        "you charged me twice, please refund the duplicate",
+        "no, not that one, the other charge",
+    )
+    states = {r.charge.ref: r.state for r in requests_of(ticket)}
+    assert states["ch_demo_ana_2"] == RefundRequestState.WITHDRAWN
+    assert states["ch_demo_ana_1"] == RefundRequestState.PROPOSED
+
+
+def test_the_customer_may_ask_for_less_than_the_policy_allows_but_never_more():
+    ticket = ask(
+        "isla.novak@example.com",
+        "I'd like a refund on this week's Starter charge",
+        "actually, just $5 of it is fine",
+    )
+    live = [r for r in requests_of(ticket) if r.state == RefundRequestState.PROPOSED]
+    assert [(r.amount, r.currency) for r in live] == [(Decimal("5.00"), "USD")]
+    assert "$5.00" in ticket.reply
+
+
+def test_why_only_part_of_it_is_answered_with_the_policys_figures():
+    ticket = ask(
+        "isla.novak@example.com",
+        "can i get my money back for the starter charge?",
+        "why only $9? I paid $19",
+    )
+    assert "$10.00" in ticket.reply and "$9.00" in ticket.reply
+    [request] = requests_of(ticket)
+    assert request.amount == Decimal("9.00")
