@@ -53,7 +53,16 @@ from .context import (
     money_values,
     walk,
 )
-from .language import Signals, covers, key_terms, sentences, terms
+from .language import (
+    Concept,
+    Signals,
+    asks_quantity,
+    fold,
+    folded_stems,
+    passage_quotes,
+    question_concepts,
+    sentences,
+)
 from .schema_fill import Answers, SchemaFiller
 from .thinking import sign
 from .variation import PHRASES, Variation
@@ -199,46 +208,115 @@ NOT_FOUND = PHRASES["not_found"][0]
 def answer_from_documents(
     ctx: Context, documents: list[Document] | None = None
 ) -> tuple[str, list[str], bool]:
-    """(answer, cited slugs, found) from the given passages only (default: the prompt's)."""
+    """(answer, cited slugs, found) from the given passages only (default: the prompt's).
+
+    Reads like a small model: the question's words are taken with their help-center synonyms
+    and, for Spanish, German, French, Portuguese and Italian, their English billing words
+    (language.question_concepts). The passages come best first from retrieval, so an earlier
+    one wins a tie and needs a little less to count as relevant. "Not found" only when no
+    passage is about the question; otherwise one to three whole sentences that answer it,
+    each with its `[slug]`.
+    """
     docs = ctx.documents if documents is None else documents
     voice = ctx.voice
     question = ctx.last_user_text
-    wanted = key_terms(question)
+    wanted = question_concepts(question)
+    total = sum(c.weight for c in wanted)
     if not wanted or not docs:
         return voice.say("not_found"), [], False
-    scored: list[tuple[float, int, int, str, str]] = []
-    best_doc_coverage = 0.0
+    quantity = asks_quantity(question)
+    where = bool(WHERE.search(fold(question)))
+    candidates: list[_Candidate] = []
     for d, doc in enumerate(docs):
-        doc_text = f"{doc.title}\n{doc.content}"
-        doc_terms = terms(doc_text)
-        doc_lower = doc_text.lower()
-        covered = {t for t in wanted if covers(t, doc_terms, doc_lower)}
-        best_doc_coverage = max(best_doc_coverage, len(covered) / len(wanted))
-        title_terms = terms(doc.title)
-        for s, sentence in enumerate(sentences(doc.content)):
-            sentence_terms = terms(sentence) | title_terms
-            hits = {t for t in covered if covers(t, sentence_terms, sentence.lower())}
-            if hits:
-                score = len(hits) / len(wanted) + 0.05 * bool(re.search(r"\d", sentence))
-                scored.append((score, -d, -s, doc.source, sentence))
-    if best_doc_coverage < 0.5 or not scored:
+        if not _about(wanted, total, doc, rank=d):
+            continue
+        context = folded_stems(doc.title)
+        for s, quote in enumerate(passage_quotes(doc.content)):
+            sentence = quote.text
+            stems = folded_stems(sentence)
+            text = sentence.lower()
+            hits = frozenset(c.word for c in wanted if c.in_words(stems, text))
+            near = [c for c in wanted if c.word not in hits and c.in_words(context, "")]
+            if not any(c.subject for c in wanted if c.word in hits):
+                continue  # only generic words ("plan") or the title match: not an answer
+            score = (
+                sum(c.weight for c in wanted if c.word in hits) + 0.5 * sum(c.weight for c in near)
+            ) / total
+            if re.search(r"\d", sentence):
+                score += 0.25 if quantity else 0.05
+            if where and WHERE_ANSWER.search(sentence):
+                score += 0.2
+            if quote.whole_list:
+                score -= 0.02  # one item that answers as much is the shorter quote
+            score += 0.06 * (len(docs) - d) / len(docs)  # retrieval's order, as a tie-break
+            group = (d, quote.group) if quote.group is not None else None
+            candidates.append(_Candidate(score, d, s, doc.source, sentence, hits, group))
+    if not candidates:
         return voice.say("not_found"), [], False
-    scored.sort(reverse=True)
-    picked = scored[:3]
-    top = picked[0][0]
-    picked = [p for p in picked if p[0] >= top * 0.6]
-    picked.sort(key=lambda p: (-p[1], -p[2]))  # document order reads naturally
+    candidates.sort(key=lambda c: (-c.score, c.doc, c.index))
+    picked = [candidates[0]]
+    covered = set(candidates[0].hits)
+    seen = {_same(candidates[0].sentence)}
+    lists = {candidates[0].group}
+    for c in candidates[1:]:
+        if len(picked) == 3:
+            break
+        if _same(c.sentence) in seen or (c.group is not None and c.group in lists):
+            continue  # said already (another article's copy, or the list it is part of)
+        # Another sentence when it answers a part of the question the others do not, or
+        # answers it nearly as well as the best one.
+        adds = c.score >= 0.6 * picked[0].score and c.hits - covered
+        if adds or c.score >= 0.85 * picked[0].score:
+            picked.append(c)
+            covered |= c.hits
+            seen.add(_same(c.sentence))
+            lists.add(c.group)
+    picked.sort(key=lambda c: (c.doc, c.index))  # document order reads naturally
     parts: list[str] = []
     sources: list[str] = []
-    for _, _, _, source, sentence in picked:
-        sentence = sentence.rstrip()
-        if not sentence.endswith((".", "!", "?")):
-            sentence += "."
-        parts.append(f"{sentence} [{source}]" if source else sentence)
-        if source and source not in sources:
-            sources.append(source)
+    for c in picked:
+        parts.append(f"{c.sentence} [{c.source}]" if c.source else c.sentence)
+        if c.source and c.source not in sources:
+            sources.append(c.source)
     # Each quoted sentence carries its own citation, so their order is free to vary.
     return voice.opener("faq_lead", "faq_lead") + voice.sentences("faq", parts), sources, True
+
+
+WHERE = re.compile(r"\bwhere\b|\bdonde\b|\bwo\b|\bou\b|\bonde\b|\bdove\b")
+WHERE_ANSWER = re.compile(
+    r"→|>|\bfrom (billing|settings|your)\b|\bin (your|the) (account|settings)"
+)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    score: float
+    doc: int
+    index: int
+    source: str
+    sentence: str
+    hits: frozenset[str]
+    group: tuple[int, int] | None = None
+
+
+def _same(sentence: str) -> str:
+    return " ".join(fold(sentence).split())
+
+
+def _about(wanted: list[Concept], total: float, doc: Document, *, rank: int) -> bool:
+    """Whether a passage is about the question at all (not merely sharing a word with it).
+
+    Two of the question's own subjects, or one that makes up enough of the question (a little
+    less for the passage retrieval ranked first, since retrieval read the whole question).
+    """
+    stems = folded_stems(f"{doc.title}\n{doc.content}")
+    text = f"{doc.title}\n{doc.content}".lower()
+    hits = [c for c in wanted if c.in_words(stems, text)]
+    subjects = sum(1 for c in hits if c.subject)
+    coverage = sum(c.weight for c in hits) / total
+    if subjects >= 2 and coverage >= 0.3:
+        return True
+    return subjects >= 1 and coverage >= (0.4 if rank == 0 else 0.5)
 
 
 # --------------------------------------------------------------------------------- summaries
