@@ -109,7 +109,9 @@ class RouterExemplarAdmin(admin.ModelAdmin):
     search_fields = ("text",)
     fields = ("text", "lane")
 
-    def save_model(self, request: HttpRequest, obj: RouterExemplar, form: Any, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: RouterExemplar, form: Any, change: bool
+    ) -> None:
         if change and obj.pk:
             RouterExemplar.objects.filter(pk=obj.pk).delete()
         router.exemplar_add(text=obj.text, lane=obj.lane, source="staff")

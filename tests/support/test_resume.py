@@ -48,8 +48,10 @@ def test_a_run_killed_mid_step_finishes_on_another_worker_without_repeating_a_st
     run = Run.objects.get(ticket=ticket)
     # Let it commit a few steps (route, model turns, a tool batch), then kill it mid-call.
     wait_for(
-        lambda: RunStep.objects.filter(run=run).count() >= 2
-        and Run.objects.get(pk=run.pk).status == RunStatus.RUNNING,
+        lambda: (
+            RunStep.objects.filter(run=run).count() >= 2
+            and Run.objects.get(pk=run.pk).status == RunStatus.RUNNING
+        ),
         timeout=60,
     )
     steps_before = RunStep.objects.filter(run=run).count()
@@ -64,11 +66,17 @@ def test_a_run_killed_mid_step_finishes_on_another_worker_without_repeating_a_st
     resumed_after = time.monotonic() - killed_at
     wait_for(lambda: ticket_settled(ticket=ticket), timeout=90, sweep=True)
 
-    indices = list(RunStep.objects.filter(run=run).order_by("index").values_list("index", flat=True))
+    indices = list(
+        RunStep.objects.filter(run=run).order_by("index").values_list("index", flat=True)
+    )
     assert indices == list(range(len(indices)))  # every step committed once, none skipped
     assert RefundRequest.objects.filter(source=f"ticket:{ticket.pk}").count() <= 1
     ticket.refresh_from_db()
-    assert ticket.state in (TicketState.AWAITING_APPROVAL, TicketState.ANSWERED, TicketState.ESCALATED)
+    assert ticket.state in (
+        TicketState.AWAITING_APPROVAL,
+        TicketState.ANSWERED,
+        TicketState.ESCALATED,
+    )
     # The bound: the lease, plus a sweep (here every 0.5 s), plus the step itself.
     assert resumed_after < LEASE_SECONDS + 10
 
@@ -80,7 +88,9 @@ def test_a_defer_longer_than_the_visibility_timeout_waits_in_postgres_and_runs_o
 
     queued: list[tuple[tuple[object, ...], dict[str, object]]] = []
     monkeypatch.setattr(
-        tasks.advance_run, "apply_async", lambda args=(), kwargs=None, **kw: queued.append((args, kw))
+        tasks.advance_run,
+        "apply_async",
+        lambda args=(), kwargs=None, **kw: queued.append((args, kw)),
     )
     wait = settings.CELERY_VISIBILITY_TIMEOUT + 100
     sim_gateway(fault_rate=1.0, random_faults=("rate_limited",), retry_after_s=float(wait))
@@ -116,5 +126,8 @@ def test_a_defer_longer_than_the_visibility_timeout_waits_in_postgres_and_runs_o
     assert ticket.state == TicketState.ANSWERED
     kinds = list(RunStep.objects.filter(run=run).order_by("index").values_list("kind", flat=True))
     assert kinds == ["route", "faq_answer"]  # the deferred step ran once, after the wait
-    assert LLMCall.objects.filter(ticket_id=str(ticket.pk), purpose="faq_answer", outcome="ok").count() == 1
+    assert (
+        LLMCall.objects.filter(ticket_id=str(ticket.pk), purpose="faq_answer", outcome="ok").count()
+        == 1
+    )
     assert LLMCall.objects.filter(ticket_id=str(ticket.pk), outcome="deferred").count() >= 1
