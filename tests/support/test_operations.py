@@ -105,7 +105,7 @@ def test_switching_it_off_again_restores_agent_work():
     )
 
 
-# --- dead letters -----------------------------------------------------------------------------------
+# --- dead letters ------------------------------------------------------------------------------
 def test_a_step_that_keeps_failing_becomes_a_dead_letter_and_a_retry_resumes_it(
     monkeypatch, settings
 ):
@@ -141,7 +141,7 @@ def test_a_duplicate_delivery_of_a_step_does_nothing():
     assert RunStep.objects.filter(run=run).count() == 1
 
 
-# --- refund news --------------------------------------------------------------------------------------
+# --- refund news -------------------------------------------------------------------------------
 def test_an_executed_refund_is_told_in_the_customers_conversation():
     SimulatedProcessor().reset()
     ticket = ask("ana.lopez@example.com", "you charged me twice this month, refund the duplicate")
@@ -160,4 +160,5 @@ def test_an_executed_refund_is_told_in_the_customers_conversation():
     assert ticket.state == TicketState.ANSWERED
     assert "$49.00 has been issued" in ticket.reply
     last = Message.objects.filter(conversation=ticket.conversation).order_by("-seq").first()
-    assert last is not None and last.content == ticket.reply
+    assert last is not None
+    assert last.content == ticket.reply
