@@ -682,6 +682,13 @@ def _settled(ticket_pk: int) -> bool:
     return bool(ticket_settled(ticket=Ticket.objects.select_related("run").get(pk=ticket_pk)))
 
 
+def _run_updated_at(ticket_pk: int) -> dt.datetime | None:
+    # The runner stamps the run when it commits a step, the answer included.
+    from support.models import Run
+
+    return Run.objects.filter(ticket_id=ticket_pk).values_list("updated_at", flat=True).first()
+
+
 def _wait_for_refunds_to_finish(ticket_pk: int, *, timeout_s: float) -> None:
     """An approved request executes after the reply (billing's task); wait for it so the
     approval check sees the executed state and the next case's reset finds the world quiet."""
@@ -765,10 +772,12 @@ def run_case(
     last_call = 0
     timeout = error = ""
     for index, text in enumerate(case.messages, start=1):
-        started = time.monotonic()
+        started, submitted_at = time.monotonic(), timezone.now()
+        settled_at = None
         try:
             ticket = ticket_submit(customer=customer, text=text, channel="api", ticket=ticket)
             deadline = started + timeout_s
+            pause = 0.02
             while not _settled(ticket.pk):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled(case.id)
@@ -777,13 +786,20 @@ def run_case(
                         f"message {index} of {len(case.messages)} not answered in {timeout_s:g} s"
                     )
                     break
-                time.sleep(0.05)
+                # Backing off keeps four pollers from loading the database they measure.
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.25)
+            else:
+                settled_at = _run_updated_at(ticket.pk)
         except Cancelled:
             raise
         except Exception as exc:  # the system under test failed: graded, not fatal
             logger.exception("case %s: message %d failed", case.id, index)
             error = f"message {index}: {type(exc).__name__}: {exc}"[:500]
         wall_ms = (time.monotonic() - started) * 1000
+        if settled_at is not None and settled_at > submitted_at:
+            # When the run committed the answer, not when a poll noticed it.
+            wall_ms = min(wall_ms, (settled_at - submitted_at).total_seconds() * 1000)
         if ticket is not None:
             calls = _calls(ticket.pk, after=last_call)
             if calls:
