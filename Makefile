@@ -33,11 +33,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
 
-# The golden-set evaluation runs on its own private Postgres and Redis (the flag), never on a
-# database configured in the environment.
+# The golden-set evaluation runs on its own private Postgres and Redis, never on a database
+# configured in the environment, and against the simulator even where a Claude key is set.
 test: install system-deps lint
 	$(PY) -m pytest
-	LEDGERLY_EVAL_PRIVATE_SERVICES=1 $(PY) manage.py evaluate tests/golden
+	LEDGERLY_EVAL_PRIVATE_SERVICES=1 LLM_BACKEND=simulator $(PY) manage.py evaluate tests/golden
 
 format: install
 	$(VENV)/bin/ruff check --fix .
