@@ -74,6 +74,8 @@ def test_an_abbreviation_does_not_end_a_sentence() -> None:
         ("Quanto tempo leva o reembolso?", "refund"),
         ("Quanti giorni per il rimborso?", "day"),
         ("Was kostet die Jahresrechnung?", "invoic"),
+        ("combien d'utilisateurs avec l'offre Scale ?", "user"),
+        ("Wat kost Scale per jaar?", "year"),
     ],
 )
 def test_a_question_is_read_in_the_help_centers_words(question: str, meant: str) -> None:
@@ -126,6 +128,13 @@ def _ask(client: anthropic.Anthropic, question: str) -> str:
         ("Combien de temps gardez-vous mes données après la résiliation ?", "90 days", "data-"),
         ("¿Cuánto cuesta el plan Growth al año?", "$490", "plans-and-prices"),
         ("Can I go from Starter straight to Scale?", "at any time", "upgrading-your-plan"),
+        (
+            "Hi! We are four bookkeepers and have used spreadsheets for years, and my partner "
+            "finally talked me into proper software. Before I commit I want the money side "
+            "straight. If we went with Growth and paid for the whole year, what would that be?",
+            "$490",
+            "plans-and-prices",
+        ),
     ],
 )
 def test_a_question_in_other_words_is_answered_and_cited(

@@ -57,6 +57,7 @@ from .language import (
     Concept,
     Signals,
     asks_quantity,
+    focus,
     fold,
     folded_stems,
     passage_quotes,
@@ -219,7 +220,7 @@ def answer_from_documents(
     """
     docs = ctx.documents if documents is None else documents
     voice = ctx.voice
-    question = ctx.last_user_text
+    question = focus(ctx.last_user_text)
     wanted = question_concepts(question)
     total = sum(c.weight for c in wanted)
     if not wanted or not docs:
@@ -282,7 +283,11 @@ def answer_from_documents(
     return voice.opener("faq_lead", "faq_lead") + voice.sentences("faq", parts), sources, True
 
 
-WHERE = re.compile(r"\bwhere\b|\bdonde\b|\bwo\b|\bou\b|\bonde\b|\bdove\b")
+# "Where ...?" and "How do I ...?" are answered by the sentence that names the place or steps.
+WHERE = re.compile(
+    r"\bwhere\b|\bhow (do|can|should) (i|we)\b|\bhow to\b|\bdonde\b|\bwo\b|\bou\b|"
+    r"\bonde\b|\bdove\b"
+)
 WHERE_ANSWER = re.compile(
     r"→|>|\bfrom (billing|settings|your)\b|\bin (your|the) (account|settings)"
 )

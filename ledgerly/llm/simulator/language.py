@@ -361,7 +361,10 @@ GENERIC = lexicon.words(
 NAMES = frozenset(["starter", "growth", "scale"])
 EXTRA_STOPWORDS = lexicon.words(
     "other others ever any anything every everything already yet once exactly actually "
-    "basically currently right wondering wonder curious quick quickly"
+    "basically currently right wondering wonder curious quick quickly went come comes came "
+    "goes whole stuff might maybe perhaps "
+    # what is left of a contraction once its apostrophe is a space ("don't" -> "don t")
+    "don doesn didn isn aren wasn weren won wouldn couldn shouldn haven hasn ll ve re"
 )
 # The question asks for a quantity or a date: a sentence with a number answers it better.
 QUANTITY = re.compile(
@@ -423,7 +426,8 @@ def question_concepts(question: str) -> list[Concept]:
     """What `question` asks about, in English help-center words (phrases, synonyms, and billing
     words of Spanish, German, French, Portuguese and Italian)."""
     question = _LABEL.sub("", question)
-    text = " " + fold(question).replace("-", " ").replace("'", "") + " "
+    # An apostrophe separates words ("d'utilisateurs", "l'offre"; "what's" -> "what s").
+    text = " " + re.sub(r"[-'’]", " ", fold(question)) + " "
     found: list[Concept] = []
     for phrase in sorted(lexicon.PHRASES, key=len, reverse=True):
         pattern = rf"\b{re.escape(phrase)}\b"
@@ -454,6 +458,23 @@ def _compound(token: str) -> str | None:
         k for k in lexicon.FOREIGN if len(k) >= 4 and token.endswith(k) and len(token) - len(k) >= 3
     ]
     return lexicon.FOREIGN[max(parts, key=len)] if parts else None
+
+
+ASKING = re.compile(
+    r"[?¿]|^\s*(how|what|when|where|which|who|why|can|could|do|does|is|are|will|should|would)\b|"
+    r"\b(like to know|want to know|need to know|wondering|tell me)\b",
+    re.I,
+)
+
+
+def focus(text: str) -> str:
+    """The sentences of a long message that ask something, as a reader picks out the question
+    from the background ("Bit of background first: ... So can I take my data with me?")."""
+    parts = _split_prose(" ".join(text.split()))
+    if len(parts) <= 2:
+        return text
+    asking = [p for p in parts if ASKING.search(p)]
+    return " ".join(asking) if asking else text
 
 
 def asks_quantity(question: str) -> bool:

@@ -36,6 +36,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "duplicate": ("twice", "double"),
     "double": ("duplicate", "twice"),
     "pay": ("payment", "paid", "paying"),
+    "paid": ("pay", "payment", "price", "cost"),
     "paying": ("pay", "payment", "paid"),
     "payment": ("pay", "paid"),
     "card": ("visa", "mastercard", "cards"),
@@ -63,7 +64,7 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "monthly": ("month",),
     "month": ("monthly",),
     "user": ("seat", "seats", "person", "people", "sign"),
-    "people": ("seat", "seats", "person", "user"),
+    "people": ("seat", "seats", "person", "user", "staff"),
     "person": ("seat", "staff", "people"),
     "colleague": ("seat", "team", "people"),
     "member": ("seat", "team", "people"),
@@ -213,7 +214,8 @@ PHRASES: dict[str, tuple[str, ...]] = {
 }
 
 
-# Spanish, German, French, Portuguese and Italian billing words -> English (folded keys).
+# Spanish, German, French, Portuguese and Italian billing words (and the commonest Dutch ones)
+# -> English (folded keys).
 def _by_meaning(table: str) -> dict[str, str]:
     """ "english: word word ..." lines (a line may continue indented) as word -> english."""
     mapping: dict[str, str] = {}
@@ -226,26 +228,26 @@ def _by_meaning(table: str) -> dict[str, str]:
 
 FOREIGN: dict[str, str] = _by_meaning(
     """
-refund: reembolso reembolsos reembolsar devolucion devolver estorno devolucao erstattung
-    ruckerstattung erstatten zuruckerstatten remboursement rembourser rembourse rimborso
-    rimborsi rimborsare
-invoice: factura facturas fatura faturas rechnung rechnungen facture factures fattura
-    fatture
+refund: terugbetaling reembolso reembolsos reembolsar devolucion devolver estorno devolucao
+    erstattung ruckerstattung erstatten zuruckerstatten remboursement rembourser rembourse
+    rimborso rimborsi rimborsare
+invoice: factuur facturen factura facturas fatura faturas rechnung rechnungen facture
+    factures fattura fatture
 receipt: recibo quittung ricevuta recu
-days: dias tage tagen jours giorni
+days: dagen dias tage tagen jours giorni
 day: dia tag jour giorno
-month: mes meses monat monate monaten mois mese mesi
-year: ano anos jahr jahre annee anno anni
-annual: anual jahrlich annuel annuelle annuale jahresabo
-monthly: mensual mensal monatlich mensuel mensuelle mensile monatsabo
+month: maand maanden mes meses monat monate monaten mois mese mesi
+year: jaar ano anos jahr jahre annee anno anni
+annual: jaarlijks anual jahrlich annuel annuelle annuale jahresabo
+monthly: maandelijks mensual mensal monatlich mensuel mensuelle mensile monatsabo
 time: tiempo tempo zeit temps
 week: semana woche semaine settimana
 business: habiles uteis werktage ouvres lavorativi
-price: precio precios preco precos preis preise prix prezzo prezzi tarifa tarif tariffa
-cost: cuesta cuestan costo coste custa custo kosten kostet cout coute coutent costa costano
+price: prijs precio precios preco precos preis preise prix prezzo prezzi tarifa tarif tariffa
+cost: kost cuesta cuestan costo coste custa custo kosten kostet cout coute coutent costa costano
 cheap: barato billig gunstig economico moins
 subscription: suscripcion assinatura abo abonnement abbonamento
-plan: plano piano tarifplan
+plan: plano piano tarifplan offre formule
 user: usuarios usuario nutzer benutzer utilisateurs utilisateur utenti utente mitarbeiter
 people: personas pessoas personen personnes persone
 seat: lizenzen platze
@@ -253,7 +255,7 @@ team: equipo equipe squadra
 upgrade: mejorar subir
 downgrade: bajar
 limit: limite grenze limit
-card: tarjeta tarjetas cartao cartoes karte karten kreditkarte carte cartes carta
+card: kaart tarjeta tarjetas cartao cartoes karte karten kreditkarte carte cartes carta
 payment: pago pagos pagamento zahlung zahlungen paiement
 pay: pagar zahlen bezahlen payer pagare
 transfer: transferencia uberweisung virement bonifico
@@ -270,9 +272,9 @@ charged: cobraron cobrado cobrada abgebucht belastet preleve addebitato
 duplicate: duplicado doppelt doublon duplicada
 accept: aceptan aceptais aceptar aceitam aceita aceitar akzeptiert akzeptieren acceptez
     accepter acceptees accettate accettare accettati nehmt nehmen
-cancel: cancelar cancelacion cancelamento kundigen kundigung gekundigt resilier resiliation
+cancel: opzeggen cancelar cancelacion cancelamento kundigen kundigung gekundigt resilier resiliation
     annuler annulation disdire disdetta annullare baja
-data: datos dados daten donnees dati
+data: gegevens datos dados daten donnees dati
 export: exportar exportieren exporter esportare esporta
 format: formato formate
 keep: guardan guardar conservan conservar guardam mantem manter gespeichert aufbewahrt
@@ -283,7 +285,7 @@ delete: borrar borrados eliminar eliminados apagados excluidos geloscht loschen 
 account: cuenta konto compte conta account
 address: direccion endereco adresse anschrift indirizzo
 company: empresa firma entreprise societe azienda
-vat: iva mwst umsatzsteuer tva
+vat: iva mwst umsatzsteuer mehrwertsteuer ust tva btw
 tax: impuesto imposto steuer taxe tassa
 support: soporte suporte assistance supporto assistenza kundendienst
 hour: horario horarios offnungszeiten horaires orari orario
@@ -328,5 +330,6 @@ FOREIGN_STOPWORDS = words(
     essa ola obrigado
     il lo gli di dei della delle degli per su che mio miei mie nostro nostri vostro dopo
     prima quando si quanti quante quale quali ho hai ha avere possiamo ciao grazie sono
+    wat hoe het een van voor met ik wij mijn onze kan kunnen
     """
 )
