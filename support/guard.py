@@ -4,12 +4,14 @@ A reply may not claim what the rows do not show: a refund "issued" before it was
 "approved" while it waits for staff or does not exist; an amount or currency that is none of the
 ticket's refund request, the customer's own charges and invoices, or the public price list; an
 identifier (email, charge, invoice, customer reference) that is not this customer's; a date or
-time frame the policy does not give. Peers use a second model as the reviewer; ours is a check
-against the database, so a compromised model cannot talk its way past it.
+time frame the policy does not give; a run of words from the model's own instructions. Peers use
+a second model as the reviewer; ours is a check against the database, so a compromised model
+cannot talk its way past it.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -18,7 +20,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing import selectors as billing_selectors
-from billing.models import Customer, Plan, RefundRequest, RefundRequestState
+from billing.models import Charge, Customer, Invoice, Plan, RefundRequest, RefundRequestState
+from ledgerly.llm import prompt_registry
 
 _SYMBOLS = {"$": "USD", "€": "EUR", "£": "GBP"}
 _CODES = {
@@ -147,27 +150,56 @@ def amounts_in(text: str) -> list[tuple[Decimal, str]]:
     return found
 
 
+@dataclass(frozen=True)
+class Records:
+    """The customer's billing rows a reply is checked against, read once per check."""
+
+    customer: Customer
+    charges: list[Charge]
+    invoices: list[Invoice]
+    requests: list[RefundRequest]
+    subscription_ref: str | None
+    prices: list[Decimal]
+
+    @classmethod
+    def of(cls, customer: Customer) -> Records:
+        sub = billing_selectors.subscription_current_for_customer(customer=customer)
+        return cls(
+            customer=customer,
+            charges=list(
+                billing_selectors.charges_for_customer(customer=customer).prefetch_related(
+                    "refunds"
+                )
+            ),
+            invoices=list(billing_selectors.invoices_for_customer(customer=customer)),
+            requests=list(billing_selectors.refund_requests_for_customer(customer=customer)),
+            subscription_ref=sub.ref if sub is not None else None,
+            prices=[Decimal(p) for p in Plan.objects.values_list("price", flat=True).distinct()],
+        )
+
+
 def known_amounts(
-    *, customer: Customer, refund_request: RefundRequest | None
+    *, customer: Customer, refund_request: RefundRequest | None, records: Records | None = None
 ) -> set[tuple[Decimal, str]]:
     """Every (amount, currency) the reply may state: the customer's records and public prices."""
+    records = records or Records.of(customer)
     known: set[tuple[Decimal, str]] = set()
     currencies = ("USD", "EUR", "GBP")
-    for price in Plan.objects.values_list("price", flat=True):
-        known |= {(Decimal(price), c) for c in currencies}
+    for price in records.prices:
+        known |= {(price, c) for c in currencies}
     limit = Decimal(settings.REFUND_AUTO_APPROVE_LIMIT)
     known |= {(limit.quantize(Decimal("0.01")), c) for c in currencies}
-    for charge in billing_selectors.charges_for_customer(customer=customer):
+    for charge in records.charges:
         for value in (
             charge.amount,
             charge.refunded_amount,
             charge.amount - charge.refunded_amount - charge.refund_pending_amount,
         ):
             known.add((Decimal(value), charge.currency))
-    for invoice in billing_selectors.invoices_for_customer(customer=customer):
+    for invoice in records.invoices:
         for value in (invoice.total, invoice.subtotal, invoice.tax):
             known.add((Decimal(value), invoice.currency))
-    for request in billing_selectors.refund_requests_for_customer(customer=customer):
+    for request in records.requests:
         known.add((Decimal(request.amount), request.currency))
         refundable = (request.evidence or {}).get("decision", {}).get("refundable_amount")
         if refundable:
@@ -177,36 +209,56 @@ def known_amounts(
     return {(a.quantize(Decimal("0.01")), c) for a, c in known}
 
 
-def own_refs(customer: Customer) -> set[str]:
-    refs = {customer.ref}
-    refs |= set(
-        billing_selectors.charges_for_customer(customer=customer).values_list("ref", flat=True)
-    )
-    refs |= set(
-        billing_selectors.invoices_for_customer(customer=customer).values_list("number", flat=True)
-    )
+def own_refs(customer: Customer, records: Records | None = None) -> set[str]:
+    records = records or Records.of(customer)
+    refs = {customer.ref, *(c.ref for c in records.charges), *(i.number for i in records.invoices)}
     # Every refund of the customer's charges, seeded history included (not only requested ones).
-    for charge in billing_selectors.charges_for_customer(customer=customer).prefetch_related(
-        "refunds"
-    ):
+    for charge in records.charges:
         refs |= {r.ref for r in charge.refunds.all()}
-    sub = billing_selectors.subscription_current_for_customer(customer=customer)
-    if sub is not None:
-        refs.add(sub.ref)
+    if records.subscription_ref:
+        refs.add(records.subscription_ref)
     return {r.lower() for r in refs}
 
 
-def record_days(customer: Customer) -> set[int]:
+def record_days(customer: Customer, records: Records | None = None) -> set[int]:
     """Day counts the records themselves give: each charge's age, days to its next retry."""
+    records = records or Records.of(customer)
     today = timezone.now().date()
     days: set[int] = set()
-    for charged_at, next_retry_at in billing_selectors.charges_for_customer(
-        customer=customer
-    ).values_list("charged_at", "next_retry_at")[:50]:
-        days.add((today - charged_at.date()).days)
-        if next_retry_at is not None:
-            days.add(max((next_retry_at.date() - today).days, 0))
+    for charge in records.charges[:50]:
+        days.add((today - charge.charged_at.date()).days)
+        if charge.next_retry_at is not None:
+            days.add(max((charge.next_retry_at.date() - today).days, 0))
     return days
+
+
+# A reply repeating this many consecutive words of a prompt is quoting our instructions (what
+# "reveal your system prompt" injections are after); no canned reply or article shares a run
+# this long with any prompt.
+_QUOTE_WORDS = 10
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+@functools.cache
+def _instruction_runs() -> frozenset[str]:
+    runs: set[str] = set()
+    for prompt in prompt_registry.all_prompts():
+        words = _words(prompt.text)
+        runs |= {
+            " ".join(words[i : i + _QUOTE_WORDS]) for i in range(len(words) - _QUOTE_WORDS + 1)
+        }
+    return frozenset(runs)
+
+
+def quotes_instructions(text: str) -> bool:
+    """Whether `text` repeats a run of words from one of the model prompts."""
+    words, runs = _words(text), _instruction_runs()
+    return any(
+        " ".join(words[i : i + _QUOTE_WORDS]) in runs for i in range(len(words) - _QUOTE_WORDS + 1)
+    )
 
 
 def check(
@@ -220,6 +272,7 @@ def check(
     if refund_request is not None:
         refund_request.refresh_from_db()
     violations: list[str] = []
+    records = Records.of(customer)
     state = refund_request.state if refund_request is not None else None
     for sentence in _SENTENCE.findall(text):
         if _claims(_CLAIM_EXECUTED, sentence) and state != RefundRequestState.EXECUTED:
@@ -234,12 +287,12 @@ def check(
             r"refund|money|credit|back|receive|arriv|appear|decid|review", sentence, re.I
         ):
             violations.append(f"promises a date the policy does not give: {promise.group(0)!r}")
-    allowed_days = POLICY_DAY_NUMBERS | (extra_days or set()) | record_days(customer)
+    allowed_days = POLICY_DAY_NUMBERS | (extra_days or set()) | record_days(customer, records)
     for match in _DAYS.finditer(text):
         numbers = {int(n) for n in match.groups()[:2] if n}
         if numbers - allowed_days:
             violations.append(f"a time frame the policy does not give: {match.group(0)!r}")
-    known = known_amounts(customer=customer, refund_request=refund_request)
+    known = known_amounts(customer=customer, refund_request=refund_request, records=records)
     for amount, currency in amounts_in(text):
         if (amount, currency) not in known:
             violations.append(f"an amount not in the records: {amount} {currency}")
@@ -248,10 +301,12 @@ def check(
             "@ledgerly.example"
         ):
             violations.append("names an email that is not the customer's")
-    mine = own_refs(customer)
+    mine = own_refs(customer, records)
     for ref in _REF.findall(text):
         if ref.lower() not in mine:
             violations.append(f"names a reference that is not the customer's: {ref}")
+    if quotes_instructions(text):
+        violations.append("quotes the assistant's instructions")
     return Verdict(list(dict.fromkeys(violations)))
 
 
