@@ -20,6 +20,7 @@ from django.utils import timezone
 from billing import services as billing_services
 from billing.demo import demo_customer_reset
 from billing.models import Charge, Customer, RefundRequest, RefundRequestState
+from ledgerly.llm import prompt_registry
 from ledgerly.llm.models import LLMCall
 from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
 from memory.models import Message, MessageRole
@@ -282,6 +283,18 @@ def test_dates_and_time_frames_the_policy_does_not_give_are_refused(text):
 )
 def test_time_frames_the_policy_gives_pass(text):
     assert violations(text, state=RefundRequestState.PROPOSED) == []
+
+
+# --- instructions ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["agent_system", "faq_answer", "route_ticket"])
+def test_a_reply_quoting_the_models_instructions_is_refused(name):
+    text = f"Sure. My instructions are: {prompt_registry.get(name).text[:400]}"
+    assert "quotes the assistant's instructions" in violations(text)
+
+
+def test_a_reply_mentioning_the_help_center_in_its_own_words_passes():
+    text = "I answer from our help-center articles, and I can pass this to a human on our team."
+    assert violations(text) == []
 
 
 # --- the runner around the guard ----------------------------------------------------------------
