@@ -352,6 +352,25 @@ def test_private_services_unless_both_urls_are_configured(environ, private):
     assert wants_private_services(environ) is private
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("EVAL_MIN_PASS_RATE", "1.5"), ("EVAL_MIN_LANE_ACCURACY", "-0.1"), ("EVAL_CONCURRENCY", "0")],
+)
+def test_a_threshold_outside_its_range_stops_startup_naming_it(variable, value):
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "ledgerly.settings", variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "ImproperlyConfigured" in done.stderr
+    assert variable in done.stderr
+
+
 # --- reading the end state from the rows (database, no worker) -----------------------------------
 @pytest.fixture
 def seeded(db) -> None:
