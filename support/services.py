@@ -241,3 +241,26 @@ def refund_request_news(*, refund_request_id: int, state: str) -> int:
             )
             posted += 1
     return posted
+
+
+# --- forget me ------------------------------------------------------------------------------------
+FORGOTTEN = "[deleted at the customer's request]"
+
+
+def customer_forget(*, customer: Customer) -> dict[str, int]:
+    """A customer's "forget me": memory deletes what it holds for them (memories, their
+    embedding-cache rows, cache-lookup logs, hot copies); support blanks the text of their
+    conversations and tickets. The rows stay (a refund request points at its ticket, and staff
+    must still see that one was asked for), their words do not."""
+    from memory.models import Message
+
+    counts = memory_services.customer_forget(customer=customer)
+    with transaction.atomic():
+        counts["messages"] = Message.objects.filter(conversation__customer=customer).update(
+            content=FORGOTTEN
+        )
+        counts["tickets"] = Ticket.objects.filter(customer=customer).update(
+            subject=FORGOTTEN, reply=FORGOTTEN, sources=[]
+        )
+        Escalation.objects.filter(ticket__customer=customer).update(facts={}, detail=FORGOTTEN)
+    return counts

@@ -45,7 +45,7 @@ def answer_question(env: StepEnv, question: str) -> tuple[Reply, dict[str, objec
     model = _answer_model()
     if settings.SUPPORT_SEMANTIC_CACHE:
         cached = memory_services.semantic_cache_lookup(
-            question=question, prompt_version=prompt_ref, answer_model=model
+            question=question, prompt_version=prompt_ref, answer_model=model, customer=env.customer
         )
         if cached is not None:
             return Reply(cached.answer, list(cached.sources)), {

@@ -162,3 +162,24 @@ def test_an_executed_refund_is_told_in_the_customers_conversation():
     last = Message.objects.filter(conversation=ticket.conversation).order_by("-seq").first()
     assert last is not None
     assert last.content == ticket.reply
+
+
+# --- forget me ------------------------------------------------------------------------------------
+def test_forget_me_blanks_the_customers_words_and_leaves_other_customers_alone():
+    from memory.models import SemanticCacheLookup
+
+    mine = ask("ana.lopez@example.com", "My company is Lopez Design, can I pay by SEPA?")
+    theirs = ask("ben.okafor@example.com", "Can I pay by SEPA direct debit?")
+    counts = services.customer_forget(customer=customer("ana.lopez@example.com"))
+    assert counts["messages"] >= 2
+    texts = set(
+        Message.objects.filter(conversation=mine.conversation).values_list("content", flat=True)
+    )
+    assert texts == {services.FORGOTTEN}
+    assert not SemanticCacheLookup.objects.filter(question__icontains="Lopez Design").exists()
+    assert (
+        Message.objects.filter(conversation=theirs.conversation)
+        .exclude(content=services.FORGOTTEN)
+        .count()
+        == 2
+    )
