@@ -181,3 +181,40 @@ def test_a_question_no_passage_is_about_is_not_answered(
 
     assert "couldn't find" in answer
     assert "[" not in answer
+
+
+VAT = documents(
+    (
+        "vat-id",
+        "Adding a VAT ID",
+        "If your business is in the EU, add your VAT ID.\n\nWith a valid EU VAT ID the reverse "
+        "charge applies: you are charged 0% VAT.",
+    ),
+    (
+        "eu-vat",
+        "VAT for customers in the EU",
+        "A valid EU VAT ID applies the reverse charge: 0% VAT is charged and your business "
+        "accounts for the VAT itself.",
+    ),
+)
+
+
+def test_a_rule_two_articles_both_state_is_quoted_once_and_the_answer_comes_first(
+    client: anthropic.Anthropic,
+) -> None:
+    message = client.messages.create(
+        model="claude-haiku-5-5",
+        max_tokens=400,
+        system="Answer only from the help-center documents.",
+        messages=[
+            {
+                "role": "user",
+                "content": f"{VAT}\n\nCustomer question:\nDo we pay VAT with a VAT ID?",
+            }
+        ],
+    )
+    block = message.content[-1]
+    assert isinstance(block, anthropic.types.TextBlock)
+
+    assert block.text.startswith("With a valid EU VAT ID the reverse charge applies")
+    assert block.text.count("reverse charge") == 1

@@ -264,6 +264,8 @@ def answer_from_documents(
             break
         if _same(c.sentence) in seen or (c.group is not None and c.group in lists):
             continue  # said already (another article's copy, or the list it is part of)
+        if any(_overlap(c.sentence, p.sentence) >= 0.7 for p in picked):
+            continue  # says again what a picked sentence says
         # Another sentence when it answers a part of the question the others do not, or
         # answers it nearly as well as the best one.
         adds = c.score >= 0.6 * picked[0].score and c.hits - covered
@@ -272,7 +274,8 @@ def answer_from_documents(
             covered |= c.hits
             seen.add(_same(c.sentence))
             lists.add(c.group)
-    picked.sort(key=lambda c: (c.doc, c.index))  # document order reads naturally
+    # The best answer first; what it adds to it in document order, which reads naturally.
+    picked = picked[:1] + sorted(picked[1:], key=lambda c: (c.doc, c.index))
     parts: list[str] = []
     sources: list[str] = []
     for c in picked:
@@ -306,6 +309,14 @@ class _Candidate:
 
 def _same(sentence: str) -> str:
     return " ".join(fold(sentence).split())
+
+
+def _overlap(a: str, b: str) -> float:
+    """How much of the shorter sentence's words the other one also has (0..1)."""
+    first, second = folded_stems(a), folded_stems(b)
+    if not first or not second:
+        return 0.0
+    return len(first & second) / min(len(first), len(second))
 
 
 def _about(wanted: list[Concept], total: float, doc: Document, *, rank: int) -> bool:
