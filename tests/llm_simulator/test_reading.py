@@ -218,3 +218,35 @@ def test_a_rule_two_articles_both_state_is_quoted_once_and_the_answer_comes_firs
 
     assert block.text.startswith("With a valid EU VAT ID the reverse charge applies")
     assert block.text.count("reverse charge") == 1
+
+
+PAYMENTS = documents(
+    (
+        "failed-payments",
+        "What happens when a payment fails",
+        "We retry a failed payment automatically on days 1, 3 and 7 after the failure.",
+    ),
+    (
+        "disputes-and-chargebacks",
+        "Disputes and chargebacks",
+        "A dispute is when you ask your bank or card issuer to reverse a charge instead of us.",
+    ),
+)
+
+
+def test_a_sentence_from_a_less_relevant_article_is_not_added_for_one_shared_word(
+    client: anthropic.Anthropic,
+) -> None:
+    question = "my card got declined, how many times will you try charging it again?"
+    message = client.messages.create(
+        model="claude-haiku-5-5",
+        max_tokens=400,
+        system="Answer only from the help-center documents.",
+        messages=[{"role": "user", "content": f"{PAYMENTS}\n\nCustomer question:\n{question}"}],
+    )
+    block = message.content[-1]
+    assert isinstance(block, anthropic.types.TextBlock)
+
+    assert "days 1, 3 and 7" in block.text
+    assert "[failed-payments]" in block.text
+    assert "[disputes-and-chargebacks]" not in block.text

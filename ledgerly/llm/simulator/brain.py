@@ -54,6 +54,7 @@ from .context import (
     walk,
 )
 from .language import (
+    GENERIC_WEIGHT,
     Concept,
     Signals,
     asks_quantity,
@@ -255,6 +256,7 @@ def answer_from_documents(
     if not candidates:
         return voice.say("not_found"), [], False
     candidates.sort(key=lambda c: (-c.score, c.doc, c.index))
+    specific = {c.word for c in wanted if c.weight > GENERIC_WEIGHT}  # not "plan"
     picked = [candidates[0]]
     covered = set(candidates[0].hits)
     seen = {_same(candidates[0].sentence)}
@@ -266,10 +268,14 @@ def answer_from_documents(
             continue  # said already (another article's copy, or the list it is part of)
         if any(_overlap(c.sentence, p.sentence) >= 0.7 for p in picked):
             continue  # says again what a picked sentence says
-        # Another sentence when it answers a part of the question the others do not, or
-        # answers it nearly as well as the best one.
-        adds = c.score >= 0.6 * picked[0].score and c.hits - covered
-        if adds or c.score >= 0.85 * picked[0].score:
+        # Another sentence when it answers a part of the question the others do not (from
+        # another article only when it is nearly as relevant), or answers it nearly as well
+        # as the best one.
+        same = c.doc == picked[0].doc
+        adds = (
+            c.score >= (0.6 if same else 0.75) * picked[0].score and (c.hits - covered) & specific
+        )
+        if adds or c.score >= (0.85 if same else 0.95) * picked[0].score:
             picked.append(c)
             covered |= c.hits
             seen.add(_same(c.sentence))

@@ -357,6 +357,7 @@ GENERIC = lexicon.words(
     "option options able possible work service business company team also there ur whats "
     "okay ok bit lot lots sure go going make made someone anyone something"
 )
+GENERIC_WEIGHT = 0.3
 # The plans' names say which plan a question is about, not what it asks.
 NAMES = frozenset(["starter", "growth", "scale"])
 EXTRA_STOPWORDS = lexicon.words(
@@ -409,7 +410,7 @@ def _concept(word: str, english: tuple[str, ...], *, phrase: bool = False) -> Co
     forms = frozenset(stem(w) for w in meant if w.isalnum())
     symbols = tuple(dict.fromkeys(w for w in meant if not w.isalnum()))
     if all(w in GENERIC for w in english):
-        weight = 0.3
+        weight = GENERIC_WEIGHT
     elif all(w in NAMES for w in english):
         weight = 0.6
     else:
