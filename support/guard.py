@@ -64,6 +64,8 @@ _CLAIM_EXECUTED = re.compile(
     r"(issued|processed|sent|completed|refunded|credited|paid|returned|executed)\b"
     r"|\b(we|i)\s?(?:'ve|have)?\s+(issued|processed|sent|refunded|credited|returned)\b"
     r"|\brefunded (?:you|your)\b"
+    r"|\b(refund|money|payment)\b[^.!?]{0,40}\b(?:is|are|'s)\s+(?:now\s+)?(?:already\s+)?"
+    r"(?:on (?:its|their|the) way|back (?:on|in|to))\b"
     r"|\b(rückerstattung|erstattung|geld|betrag)\b[^.!?]{0,60}\b(wurde|wurden|ist)\s+(?:bereits\s+)?"
     r"(erstattet|zurückerstattet|ausgezahlt|überwiesen|gutgeschrieben|veranlasst|zurückgezahlt)\b"
     r"|\b(wir haben|ich habe)\b[^.!?]{0,60}\b(erstattet|zurückerstattet|überwiesen|ausgezahlt)\b"
@@ -89,14 +91,31 @@ _CLAIM_APPROVED = re.compile(
 )
 
 
+# A condition in the clause just before a claim makes it one ("Once approved, your refund is on
+# its way"); a negation or a modal only counts inside the claim's own clause ("No worries, your
+# refund has been issued" claims it).
+_CONDITION = re.compile(
+    r"\b(once|before|after|when|whenever|if|until|unless|as soon as|sobald|wenn|falls|bevor|"
+    r"nachdem|cuando|una vez|antes|después|si|dès que|quand|avant|après)\b",
+    re.I,
+)
+
+
 def _claims(pattern: re.Pattern[str], sentence: str) -> bool:
     """Whether `sentence` makes the claim `pattern` describes, unhedged: no hedge word between
-    the start of the claim's own clause and its verb ("once it is approved" passes)."""
+    the start of the claim's own clause and its verb ("once it is approved" passes), and no
+    condition in the clause before it."""
     for match in pattern.finditer(sentence):
         breaks = list(_CLAUSE_BREAK.finditer(sentence, 0, match.start()))
         clause_start = breaks[-1].end() if breaks else 0
-        if not _HEDGE.search(sentence[clause_start : match.end()]):
-            return True
+        previous = (
+            sentence[breaks[-2].end() if len(breaks) > 1 else 0 : breaks[-1].start()]
+            if breaks
+            else ""
+        )
+        if _HEDGE.search(sentence[clause_start : match.end()]) or _CONDITION.search(previous):
+            continue
+        return True
     return False
 
 
