@@ -45,7 +45,7 @@ _MONEY = re.compile(
     re.I,
 )
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_REF = re.compile(r"\b(?:ch|cus|re|sub|rr)_[A-Za-z0-9_]+\b|\bINV-[A-Za-z0-9-]+\b")
+_REF = re.compile(r"\b(?:ch|cus|re|sub|rr)_[A-Za-z0-9_]+\b|\bINV-[A-Za-z0-9-]+\b", re.I)
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
 _HEDGE = re.compile(
     r"\b(not|n't|never|no|once|before|after|when|whenever|if|until|unless|will be|would be|"
@@ -124,6 +124,12 @@ _DATE_PROMISE = re.compile(
     r"tomorrow|tonight|the end of (?:the )?(?:day|week|month)|"
     r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d{1,2})\b"
     r"|\b(today|tomorrow|tonight|immediately|right away|instantly)\b"
+    r"|\b(?:next|this) (?:week|month|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b"
+    # German, Spanish, French
+    r"|\b(?:bis|am|ab) (?:montag|dienstag|mittwoch|donnerstag|freitag|samstag|sonntag|morgen|"
+    r"ende der woche)\b|\b(?:heute|nächste woche|mañana|hoy|la próxima semana|el (?:lunes|martes|"
+    r"miércoles|jueves|viernes))\b|\b(?:demain|aujourd'hui|la semaine prochaine|d'ici (?:lundi|"
+    r"mardi|mercredi|jeudi|vendredi|demain|la fin de la semaine))(?!\w)"
     r"|\b(?:within|in)\s+(?:the\s+)?(?:next\s+)?(\d+)\s+(minutes?|hours?)\b",
     re.I,
 )
@@ -303,7 +309,10 @@ def check(
             violations.append(f"claims a refund was approved ({state or 'no refund request'})")
         promise = _DATE_PROMISE.search(sentence)
         if promise and re.search(
-            r"refund|money|credit|back|receive|arriv|appear|decid|review", sentence, re.I
+            r"refund|money|credit|back|receive|arriv|appear|decid|review|"
+            r"erstatt|geld|reembols|dinero|recib|rembours|argent|recev",
+            sentence,
+            re.I,
         ):
             violations.append(f"promises a date the policy does not give: {promise.group(0)!r}")
     allowed_days = POLICY_DAY_NUMBERS | (extra_days or set()) | record_days(customer, records)

@@ -99,6 +99,11 @@ EXECUTED_CLAIMS = [
     "Your refund has been processed, no further action is needed.",
     "The refund was sent, so if you have questions just ask.",
     "We refunded you already, and you will see it when your bank posts it.",
+    "Your refund is on its way to your card.",
+    "The money is back on your card.",
+    "We've sent the money back to your Visa.",
+    "No worries, your refund has been issued.",
+    "If you have questions, just ask; your refund has been issued.",
 ]
 APPROVED_CLAIMS = [
     "Your refund request has been approved.",
@@ -116,6 +121,8 @@ HEDGED = [
     "The refund has not been approved yet; staff decide within 1 business day.",
     "If your refund is approved, it takes 5-10 business days to appear.",
     "Your refund request needs to be approved by our team before anything is sent.",
+    "Once approved, your refund is on its way within 5-10 business days.",
+    "If staff approve it, the money is back on your card within 5-10 business days.",
 ]
 
 
@@ -226,6 +233,9 @@ def test_the_amount_of_the_tickets_refund_request_passes():
         "re_demo_isla_1",
         "ch_bg_001_01",
         "cus_bg_001",
+        "inv-demo-ana-01",  # references are matched whatever their case
+        "CH_DEMO_ANA_2",
+        "ANA.LOPEZ@EXAMPLE.COM",
     ],
 )
 def test_another_customers_email_or_reference_is_refused(identifier):
@@ -242,6 +252,7 @@ def test_another_customers_email_or_reference_is_refused(identifier):
         (EMMA, "cus_demo_emma"),
         (EMMA, "sub_demo_emma"),
         (EMMA, "support@ledgerly.example"),
+        (EMMA, "inv-demo-emma-01"),
         (ISLA, "re_demo_isla_1"),  # Isla's own earlier refund (seeded history)
     ],
 )
@@ -261,6 +272,11 @@ def test_the_customers_own_identifiers_pass(email, identifier):
         "Your refund will be reviewed within 2 hours.",
         "Your refund will appear in 4 business days.",
         "The refund is credited within 21 days.",
+        "Your refund will arrive next week.",
+        "You will get the money back on Monday.",
+        "Ihre Erstattung kommt bis Freitag an.",
+        "Recibirás el reembolso mañana.",
+        "Vous recevrez le remboursement demain.",
     ],
 )
 def test_dates_and_time_frames_the_policy_does_not_give_are_refused(text):
@@ -375,3 +391,20 @@ def test_a_clean_redraft_is_sent_instead_of_the_false_claim(faq_model):
     ) == ["regenerated"]
     assert ticket.reply == clean
     assert LLMCall.objects.filter(ticket_id=str(ticket.pk), purpose="reply_redraft").count() == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="support/lanes/faq.py stores the model's draft in the semantic cache before the guard "
+    "sees it: a draft the guard replaced is served again from the cache to the next customer",
+)
+def test_a_draft_the_guard_replaced_is_not_cached_for_the_next_customer(faq_model, settings):
+    settings.SUPPORT_SEMANTIC_CACHE = True
+    question = "How long do refunds take to reach a credit card?"
+    faq_model(f"{CLAIM}.")
+    ask(EMMA, question)
+    faq_model("Refunds take 5-10 business days to appear.")
+
+    second = ask(JONAS, question)
+
+    assert not GuardIntervention.objects.filter(ticket=second).exists()
