@@ -79,7 +79,11 @@ def claim(*, run_id: int, step: int, now: dt.datetime | None = None) -> bool:
     """Take run `run_id`'s step `step` for this worker, if nobody holds it."""
     now = now or timezone.now()
     lease = now + dt.timedelta(seconds=settings.SUPPORT_STEP_LEASE_SECONDS)
-    claimable = Q(status=RunStatus.READY) | Q(status=RunStatus.RUNNING, lease_until__lt=now)
+    claimable = (
+        Q(status=RunStatus.READY)
+        | Q(status=RunStatus.RUNNING, lease_until__lt=now)
+        | Q(status=RunStatus.WAITING, wake_at__lte=now)  # its countdown came before the sweep
+    )
     return (
         Run.objects.filter(claimable, pk=run_id, step=step).update(
             status=RunStatus.RUNNING, lease_until=lease, lease_owner=WORKER, updated_at=now
@@ -374,6 +378,11 @@ def advance(*, run_id: int, step: int) -> str:
             Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
                 status=RunStatus.IDLE, lease_until=None, lease_owner=""
             )
+            # A message that arrived while we looked found the run running, so nobody woke it.
+            if _pending_message(ticket, int(checkpoint.get("answered_through", 0))) and (
+                Run.objects.filter(pk=run.pk, status=RunStatus.IDLE).update(status=RunStatus.READY)
+            ):
+                _enqueue(run, step)
             return "idle"
         checkpoint = begun
     try:

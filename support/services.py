@@ -94,16 +94,29 @@ def ticket_submit(
                 Run.objects.filter(pk=run.pk).update(status=RunStatus.READY)
                 _enqueue(run)
                 return ticket
-            memory_services.message_append(
+            message = memory_services.message_append(
                 conversation=ticket.conversation, role=MessageRole.CUSTOMER, content=cleaned
             )
             # A follow-up continues the same run: wake it if it is between messages (a run in
             # the middle of a step picks the message up when it commits).
-            woken = Run.objects.filter(ticket=ticket, status=RunStatus.IDLE).update(
-                status=RunStatus.READY, updated_at=timezone.now()
-            )
-            if woken:
-                _enqueue(Run.objects.get(ticket=ticket))
+            run = Run.objects.select_for_update().get(ticket=ticket)
+            if run.status == RunStatus.FAILED:
+                # Its last message was answered with the holding reply and is a dead letter for
+                # staff (retrying it resumes that step); the new message is answered afresh.
+                checkpoint = {
+                    **run.checkpoint,
+                    "phase": "idle",
+                    "awaiting": None,
+                    "answered_through": message.seq - 1,
+                }
+                Run.objects.filter(pk=run.pk).update(checkpoint=checkpoint, status=RunStatus.IDLE)
+                Ticket.objects.filter(pk=ticket.pk).update(state=TicketState.IN_LANE)
+                run.status = RunStatus.IDLE
+            if run.status == RunStatus.IDLE:
+                Run.objects.filter(pk=run.pk).update(
+                    status=RunStatus.READY, updated_at=timezone.now()
+                )
+                _enqueue(run)
     except IntegrityError:
         if idempotency_key:
             existing = Ticket.objects.filter(

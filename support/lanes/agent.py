@@ -37,7 +37,9 @@ def _article_titles() -> dict[str, str]:
 
 
 def _start_state(env: StepEnv) -> dict[str, Any]:
-    context = build_context(conversation=env.ticket.conversation, ctx=env.ctx)
+    # Passages and memories are the agent's tools to ask for (search_help_center,
+    # recall_customer_memory), not text resent with every turn: query="" leaves them out.
+    context = build_context(conversation=env.ticket.conversation, ctx=env.ctx, query="")
     messages = context.messages() or [{"role": "user", "content": env.message}]
     if messages[-1]["role"] != "user":
         messages.append({"role": "user", "content": env.message})

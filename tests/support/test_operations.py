@@ -183,3 +183,20 @@ def test_forget_me_blanks_the_customers_words_and_leaves_other_customers_alone()
         .count()
         == 2
     )
+
+
+def test_a_new_message_on_a_failed_ticket_is_answered(monkeypatch, settings):
+    settings.SUPPORT_STEP_RETRIES = 0
+    real = faq.answer_question
+    monkeypatch.setattr(faq, "answer_question", lambda *a, **k: 1 / 0)
+    ticket = ask("ana.lopez@example.com", "Can I pay by SEPA direct debit?")
+    assert ticket.state == TicketState.FAILED
+    monkeypatch.setattr(faq, "answer_question", real)
+    services.ticket_submit(
+        customer=customer("ana.lopez@example.com"),
+        text="hello? which cards do you accept?",
+        ticket=ticket,
+    )
+    drive(ticket)
+    assert ticket.state == TicketState.ANSWERED
+    assert DeadLetter.objects.filter(run__ticket=ticket).count() == 1  # still there for staff
