@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -86,7 +87,7 @@ def test_a_defer_longer_than_the_visibility_timeout_waits_in_postgres_and_runs_o
 ):
     from support import tasks
 
-    queued: list[tuple[tuple[object, ...], dict[str, object]]] = []
+    queued: list[tuple[tuple[object, ...], dict[str, Any]]] = []
     monkeypatch.setattr(
         tasks.advance_run,
         "apply_async",
