@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
@@ -34,7 +35,7 @@ from billing.models import (
     Subscription,
 )
 from memory.models import Message, MessageRole
-from support import services
+from support import services, tools
 from support.models import Run, RunStep, Ticket
 from tests.support.conftest import ask, drive
 
@@ -319,3 +320,56 @@ def test_asking_again_never_requests_more_than_is_left_of_a_charge(
     for charge in Charge.objects.filter(customer=customer):
         live = RefundRequest.objects.filter(charge=charge, state__in=LIVE)
         assert sum(r.amount for r in live) <= allowed[charge.ref][0]
+
+
+def tool_args(victim: Customer) -> dict[str, dict[str, Any]]:
+    """For each read-only tool, the arguments an attacker would try: the victim's own ids."""
+    return {
+        "lookup_customer": {},
+        "list_invoices": {},
+        "list_charges": {"invoice_number": Invoice.objects.filter(customer=victim)[0].number},
+        "search_help_center": {"query": f"invoices of {victim.email}"},
+        "recall_customer_memory": {"query": f"{victim.email} {victim.ref}"},
+    }
+
+
+CUSTOMER_REFS = [
+    *(f"cus_demo_{e.split('.')[0].replace('é', 'e')}" for e in SCENARIO_EMAILS),
+    "cus_bg_001",
+    "cus_bg_022",
+    "cus_bg_044",
+]
+
+
+@pytest.mark.parametrize(
+    ("ref", "victim_ref"),
+    list(zip(CUSTOMER_REFS, CUSTOMER_REFS[1:] + CUSTOMER_REFS[:1], strict=True)),
+)
+def test_every_tool_answers_within_its_schema_and_only_about_the_customer(
+    redis_client, ref, victim_ref
+):
+    customer = Customer.objects.get(ref=ref)
+    victim = Customer.objects.get(ref=victim_ref)
+    scope = tools.ToolScope(customer=customer, ticket_id=0, run_id=0)
+    foreign = foreign_identifiers(customer)
+
+    answered = {name: tools.run_tool(scope, name, args) for name, args in tool_args(victim).items()}
+    answered["list_all_charges"] = tools.run_tool(scope, "list_charges", {})
+
+    assert leaked(json.dumps(answered), foreign) == set()
+    assert answered["list_charges"]["charges"] == []  # the victim's invoice is not found here
+    assert {c["ref"] for c in answered["list_all_charges"]["charges"]} == set(
+        Charge.objects.filter(customer=customer).values_list("ref", flat=True)
+    )
+    assert answered["lookup_customer"]["email"] == customer.email
+    with pytest.raises(tools.ToolError):
+        tools.run_tool(
+            scope,
+            "propose_refund",
+            {
+                "charge_ref": Charge.objects.filter(customer=victim)[0].ref,
+                "reason": "mine",
+                "confidence": 1,
+                "uncertainty": "",
+            },
+        )
