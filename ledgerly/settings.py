@@ -246,6 +246,9 @@ LLM_SIMULATOR_URL = env.optional_string("LLM_SIMULATOR_URL")
 # ledgerly/llm/conf.py refuses a retired model at start-up (claude-sonnet-4-5 retires 2026-11-30).
 LLM_MODEL_SMALL = env.string("LLM_MODEL_SMALL", "claude-haiku-5-5")
 LLM_MODEL_LARGE = env.string("LLM_MODEL_LARGE", "claude-sonnet-5-5")
+# Prompt caching (cache_control on the static system prompt and tools); off only to measure
+# what it saves (the evaluation's cost baseline).
+LLM_PROMPT_CACHING = env.boolean("LLM_PROMPT_CACHING", True)
 
 
 def _llm_json_object(name: str) -> dict[str, object]:

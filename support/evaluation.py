@@ -906,6 +906,8 @@ class World:
             "LLM_SIMULATOR_SEED": str(options.seed),
             "LLM_SIMULATOR_FAULT_RATE": str(options.fault_rate),
             "SUPPORT_BASELINE": "1" if options.baseline else "0",
+            # The baseline is the naive deployment: no answer cache and no prompt caching.
+            **({"LLM_PROMPT_CACHING": "0"} if options.baseline else {}),
             **options.env,
         }
         worker = WorkerProcess(

@@ -70,6 +70,7 @@ class GatewayConfig:
     api_key: str | None
     simulator_url: str | None = None
     backend: str = "simulator"  # "anthropic" or "simulator": who answers model calls
+    prompt_caching: bool = True  # cache_control on the static system prompt and tools
 
     def price(self, model: str) -> ModelPrice:
         return self.prices[model]
@@ -152,6 +153,7 @@ def build_config() -> GatewayConfig:
         api_key=settings.ANTHROPIC_API_KEY,
         simulator_url=settings.LLM_SIMULATOR_URL,
         backend=_backend(),
+        prompt_caching=settings.LLM_PROMPT_CACHING,
     )
 
 

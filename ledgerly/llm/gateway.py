@@ -273,15 +273,17 @@ class Gateway:
         the cached prefix, so a breakpoint on the last tool caches them all)."""
         if messages and messages[-1].get("role") == "assistant":
             raise ModelCallFailed("assistant prefill is not supported: end with a user turn")
-        system: list[dict[str, Any]] = [
-            {"type": "text", "text": prompt.text, "cache_control": {"type": "ephemeral"}}
-        ]
+        caching = self.config.prompt_caching
+        system: list[dict[str, Any]] = [{"type": "text", "text": prompt.text}]
+        if caching:
+            system[0]["cache_control"] = {"type": "ephemeral"}
         if system_extra:
             system.append({"type": "text", "text": system_extra})
         request: dict[str, Any] = {"max_tokens": max_tokens, "system": system, "messages": messages}
         if tools:
             cached_tools = [dict(t) for t in tools]
-            cached_tools[-1]["cache_control"] = {"type": "ephemeral"}
+            if caching:
+                cached_tools[-1]["cache_control"] = {"type": "ephemeral"}
             request["tools"] = cached_tools
         if output_schema is not None:
             request["output_config"] = {"format": {"type": "json_schema", "schema": output_schema}}
