@@ -127,6 +127,9 @@ def test_rules_leave_what_they_cannot_tell_to_the_next_tier(text):
         ("I don't need a human, just tell me the refund window", False),
         ("How do refunds work?", False),
         ("I was charged twice, refund please", False),
+        ("As the office manager, how do I add a seat for a colleague?", False),
+        ("Does a person look at refund requests, or is it automatic?", False),
+        ("Our operator account was charged twice, refund please", False),
     ],
 )
 def test_asking_for_a_person_is_recognised_in_several_languages(text, wanted):
@@ -189,6 +192,13 @@ class RouteModel(httpx2.BaseTransport):
         return httpx2.Response(200, json=message, request=request)
 
 
+class InvalidRoute(RouteModel):
+    """A route answer that breaks the route schema (a lane that does not exist)."""
+
+    def __init__(self) -> None:
+        super().__init__({"lane": "billing", "confidence": 3, "reason": "made up"})
+
+
 class Overloaded(httpx2.BaseTransport):
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
@@ -227,8 +237,9 @@ def test_an_unsure_model_answer_leaves_the_lane_open():
 
 
 @with_world
-def test_a_model_error_reaches_the_router_as_an_error_not_holding_text(sim_gateway):
-    sim_gateway(transport=Overloaded())
+@pytest.mark.parametrize("model", [Overloaded, InvalidRoute])
+def test_a_model_error_reaches_the_router_as_an_error_not_holding_text(sim_gateway, model):
+    sim_gateway(transport=model())
     ctx = llm.CallContext(
         run_id="router-test",
         ticket_id="0",
@@ -240,9 +251,10 @@ def test_a_model_error_reaches_the_router_as_an_error_not_holding_text(sim_gatew
 
 
 @with_world
-def test_a_ticket_whose_router_model_is_down_goes_to_staff_unrouted(sim_gateway, settings):
+@pytest.mark.parametrize("model", [Overloaded, InvalidRoute])
+def test_a_ticket_whose_router_model_is_down_goes_to_staff_unrouted(sim_gateway, settings, model):
     settings.SUPPORT_STEP_RETRIES = 0
-    sim_gateway(transport=Overloaded())
+    sim_gateway(transport=model())
     ticket = ask(ANA, UNCLEAR)
     assert ticket.state == TicketState.ESCALATED
     assert ticket.route == {}
@@ -250,6 +262,19 @@ def test_a_ticket_whose_router_model_is_down_goes_to_staff_unrouted(sim_gateway,
     assert ticket.reply == runner.UNAVAILABLE_REPLY
     assert Escalation.objects.get(ticket=ticket).reason == "model_unavailable"
     assert not RunStep.objects.filter(run__ticket=ticket, kind__startswith="route").exists()
+
+
+@with_world
+@pytest.mark.parametrize(
+    ("answer", "lane"),
+    [("I was charged twice, refund please", "refund"), ("How do I download an invoice?", "faq")],
+)
+def test_a_clear_answer_to_the_clarifying_question_is_routed_as_usual(sim_gateway, answer, lane):
+    sim_gateway(transport=RouteModel({"lane": "faq", "confidence": 0.2, "reason": "unclear"}))
+    ticket = ask_again(ask(ANA, UNCLEAR), answer)
+    assert (ticket.lane, ticket.route["tier"]) == (lane, "rules")
+    replies = Message.objects.filter(conversation=ticket.conversation, role=MessageRole.ASSISTANT)
+    assert list(replies.values_list("content", flat=True)).count(runner.CLARIFY_REPLY) == 1
 
 
 @with_world
