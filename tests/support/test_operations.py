@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import transaction
@@ -200,3 +203,26 @@ def test_a_new_message_on_a_failed_ticket_is_answered(monkeypatch, settings):
     drive(ticket)
     assert ticket.state == TicketState.ANSWERED
     assert DeadLetter.objects.filter(run__ticket=ticket).count() == 1  # still there for staff
+
+
+# --- budgets ------------------------------------------------------------------------------------
+def test_a_spent_customer_budget_makes_the_run_visibly_wait_for_the_next_day(settings, sim_gateway):
+    from django.utils import timezone
+
+    settings.LLM_CUSTOMER_DAILY_BUDGET_USD = Decimal("0.000001")
+    sim_gateway()
+    ticket = services.ticket_submit(
+        customer=customer("ana.lopez@example.com"), text="Can I pay by SEPA direct debit?"
+    )
+    run = Run.objects.get(ticket=ticket)
+    for _ in range(3):
+        run.refresh_from_db()
+        if run.status == RunStatus.READY:
+            runner.advance(run_id=run.pk, step=run.step)
+    run.refresh_from_db()
+    assert run.status == RunStatus.WAITING
+    assert "budget" in run.wait_reason
+    assert run.wake_at is not None
+    assert run.wake_at.date() == (timezone.now() + dt.timedelta(days=1)).date()
+    ticket.refresh_from_db()
+    assert ticket.state not in (TicketState.FAILED, TicketState.ANSWERED)
