@@ -46,7 +46,8 @@ _MONEY = re.compile(
 )
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _REF = re.compile(r"\b(?:ch|cus|re|sub|rr)_[A-Za-z0-9_]+\b|\bINV-[A-Za-z0-9-]+\b", re.I)
-_SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+# A sentence ends at . ! ? or a line break, but not at the point of an amount ("$49.00 has").
+_SENTENCE = re.compile(r"(?:\d[.,]\d|[^.!?\n])+[.!?]?")
 _HEDGE = re.compile(
     r"\b(not|n't|never|no|once|before|after|when|whenever|if|until|unless|will be|would be|"
     r"can be|could be|may be|might be|as soon as|pending|waiting|awaiting|needs?|requires?|"
@@ -58,34 +59,36 @@ _HEDGE = re.compile(
 # What ends a clause: a hedge in another clause of the sentence does not hedge this claim
 # ("Your refund has been issued and will be on your card..." claims the refund was issued).
 _CLAUSE_BREAK = re.compile(r"[,;:()]|\s[-–—]\s|\b(?:and|but|so|und|aber|y|pero|et|mais)\b", re.I)
+# Words between a claim's subject and its verb (an amount's decimal point is not a full stop).
+_GAP = r"(?:\d[.,]\d|[^.!?])"
 _CLAIM_EXECUTED = re.compile(
-    r"\b(refund|money|amount|payment)\b[^.!?]{0,60}"
+    rf"\b(refund|money|amount|payment)\b{_GAP}{{0,60}}"
     r"\b(has been|have been|was|were|'s been|is now)\s+"
     r"(issued|processed|sent|completed|refunded|credited|paid|returned|executed)\b"
     r"|\b(we|i)\s?(?:'ve|have)?\s+(issued|processed|sent|refunded|credited|returned)\b"
     r"|\brefunded (?:you|your)\b"
-    r"|\b(refund|money|payment)\b[^.!?]{0,40}\b(?:is|are|'s)\s+(?:now\s+)?(?:already\s+)?"
+    rf"|\b(refund|money|payment)\b{_GAP}{{0,40}}\b(?:is|are|'s)\s+(?:now\s+)?(?:already\s+)?"
     r"(?:on (?:its|their|the) way|back (?:on|in|to))\b"
-    r"|\b(rückerstattung|erstattung|geld|betrag)\b[^.!?]{0,60}\b(wurde|wurden|ist)\s+(?:bereits\s+)?"
+    rf"|\b(rückerstattung|erstattung|geld|betrag)\b{_GAP}{{0,60}}\b(wurde|wurden|ist)\s+(?:bereits\s+)?"
     r"(erstattet|zurückerstattet|ausgezahlt|überwiesen|gutgeschrieben|veranlasst|zurückgezahlt)\b"
-    r"|\b(wir haben|ich habe)\b[^.!?]{0,60}\b(erstattet|zurückerstattet|überwiesen|ausgezahlt)\b"
-    r"|\b(reembolso|dinero|importe|devolución)\b[^.!?]{0,60}\b(ha sido|fue|se ha|foi)\s+"
+    rf"|\b(wir haben|ich habe)\b{_GAP}{{0,60}}\b(erstattet|zurückerstattet|überwiesen|ausgezahlt)\b"
+    rf"|\b(reembolso|dinero|importe|devolución)\b{_GAP}{{0,60}}\b(ha sido|fue|se ha|foi)\s+"
     r"(procesad[oa]|emitid[oa]|enviad[oa]|reembolsad[oa]|devuelt[oa]|realizad[oa]|abonad[oa]|"
     r"processad[oa]|efetuad[oa])\b"
     r"|\b(he|hemos)\s+(reembolsado|devuelto|procesado|emitido)\b"
-    r"|\b(remboursement|argent|montant)\b[^.!?]{0,60}\b(a été|est|ont été)\s+"
+    rf"|\b(remboursement|argent|montant)\b{_GAP}{{0,60}}\b(a été|est|ont été)\s+"
     r"(effectuée?s?|émise?s?|envoyée?s?|remboursée?s?|traitée?s?|versée?s?|créditée?s?)(?!\w)"
     r"|\b(j'ai|nous avons)\s+(remboursé|effectué|émis|traité|versé)(?!\w)",
     re.I,
 )
 _CLAIM_APPROVED = re.compile(
-    r"\b(refund|request)\b[^.!?]{0,60}\b(has been|have been|was|is|'s been|got)\s+"
+    rf"\b(refund|request)\b{_GAP}{{0,60}}\b(has been|have been|was|is|'s been|got)\s+"
     r"(approved|accepted|granted|authori[sz]ed)\b|\b(we|i)\s?(?:'ve|have)?\s+approved\b"
-    r"|\b(rückerstattung|erstattung|antrag)\b[^.!?]{0,60}\b(wurde|ist)\s+(?:bereits\s+)?"
+    rf"|\b(rückerstattung|erstattung|antrag)\b{_GAP}{{0,60}}\b(wurde|ist)\s+(?:bereits\s+)?"
     r"(genehmigt|bewilligt|freigegeben)\b"
-    r"|\b(reembolso|solicitud)\b[^.!?]{0,60}\b(ha sido|fue|está|foi)\s+(aprobad[oa]|aceptad[oa]|"
+    rf"|\b(reembolso|solicitud)\b{_GAP}{{0,60}}\b(ha sido|fue|está|foi)\s+(aprobad[oa]|aceptad[oa]|"
     r"aprovad[oa])\b"
-    r"|\b(remboursement|demande)\b[^.!?]{0,60}\b(a été|est)\s+"
+    rf"|\b(remboursement|demande)\b{_GAP}{{0,60}}\b(a été|est)\s+"
     r"(approuvée?|acceptée?|validée?)(?!\w)",
     re.I,
 )

@@ -103,9 +103,12 @@ EXECUTED_CLAIMS = [
     "The money is back on your card.",
     "We've sent the money back to your Visa.",
     "No worries, your refund has been issued.",
+    "Your refund of $49.00 has been issued.",  # a decimal point does not end the sentence
+    "The refund of 1,990.00 EUR was processed.",
     "If you have questions, just ask; your refund has been issued.",
 ]
 APPROVED_CLAIMS = [
+    "Your refund of $49.00 has been approved.",
     "Your refund request has been approved.",
     "I have approved your refund.",
     "The refund was approved by our team.",
