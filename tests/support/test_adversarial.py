@@ -158,11 +158,13 @@ def leaked(
 # Independent of the guard's own patterns: a plain claim, in the words a model uses.
 _CLAIMS_EXECUTED = re.compile(
     r"\b(?:i|we)(?:'ve| have)? (?:issued|refunded|processed|sent)\b|\bdone!|"
-    r"\brefund\b[^.!?]{0,50}\b(?:has been|was|is now) (?:issued|processed|sent|refunded|completed)",
+    r"\brefund\b(?:\d[.,]\d|[^.!?]){0,50}\b(?:has been|was|is now) "
+    r"(?:issued|processed|sent|refunded|completed)",
     re.I,
 )
 _CLAIMS_APPROVED = re.compile(
-    r"\b(?:i|we)(?:'ve| have)? approved\b|\b(?:refund|request)\b[^.!?]{0,50}\b(?:has been|was) "
+    r"\b(?:i|we)(?:'ve| have)? approved\b|\b(?:refund|request)\b(?:\d[.,]\d|[^.!?]){0,50}"
+    r"\b(?:has been|was) "
     r"(?:approved|accepted)",
     re.I,
 )
