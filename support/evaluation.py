@@ -575,6 +575,38 @@ def format_table(document: dict[str, Any]) -> str:
 BACKGROUND_MIN_AGE_DAYS = 200  # older than every refund window (the longest is 180 days)
 
 
+def background_customers(limit: int = 4) -> list[Any]:
+    """Background customers for cases with "customer": null (the one of `background_customer`
+    first): in the US paying in dollars, active, nothing disputed and nothing the refund policy
+    would refund today, so generic questions get generic answers. Several, so such cases can be
+    played side by side."""
+    from django.utils import timezone
+
+    from billing import policy
+    from billing.models import Customer
+
+    first = background_customer()
+    now = timezone.now()
+    found = [first]
+    candidates = (
+        Customer.objects.filter(
+            ref__startswith="cus_bg_", currency="USD", country="US", subscriptions__status="active"
+        )
+        .exclude(pk=first.pk)
+        .distinct()
+        .order_by("ref")
+    )
+    for customer in candidates:
+        charges = list(customer.charges.all())
+        if charges and not any(
+            c.disputed_at or policy.evaluate_refund(charge=c, at=now).refundable for c in charges
+        ):
+            found.append(customer)
+        if len(found) == limit:
+            break
+    return found
+
+
 def background_customer() -> Any:
     """The signed-in ordinary customer for cases with "customer": null: the first background
     customer (by reference, so the same one for every seed day) in the US paying in dollars,
@@ -843,13 +875,23 @@ def run_case(
     )
 
 
-def schedule(cases: Sequence[Case]) -> list[list[Case]]:
+def schedule(cases: Sequence[Case], *, anonymous: int = 1) -> list[list[Case]]:
     """Cases grouped by customer (a group runs in order, one case at a time), biggest group
-    first, so that a pool of threads finishes as early as it can (longest job first)."""
-    groups: dict[str | None, list[Case]] = defaultdict(list)
+    first, so that a pool of threads finishes as early as it can (longest job first). Cases
+    with "customer": null are spread over `anonymous` groups (one background customer each)."""
+    groups: dict[str, list[Case]] = defaultdict(list)
+    spread = 0
     for case in cases:
-        groups[case.customer].append(case)
+        if case.customer is None:
+            groups[anonymous_key(spread % max(anonymous, 1))].append(case)
+            spread += 1
+        else:
+            groups[case.customer].append(case)
     return sorted(groups.values(), key=lambda group: -sum(len(c.messages) for c in group))
+
+
+def anonymous_key(index: int) -> str:
+    return f"(background customer {index})"
 
 
 class World:
@@ -956,11 +998,19 @@ class World:
 
         from billing.models import Customer
 
-        customers: dict[str | None, Any] = {}
-        for email in {c.customer for c in cases}:
-            customers[email] = (
-                background_customer() if email is None else Customer.objects.get(email=email)
-            )
+        customers: dict[str, Any] = {
+            email: Customer.objects.get(email=email)
+            for email in {c.customer for c in cases}
+            if email
+        }
+        anonymous = background_customers()
+        for index, customer in enumerate(anonymous):
+            customers[anonymous_key(index)] = customer
+        groups = schedule(cases, anonymous=len(anonymous))
+        keyed = {
+            (group[0].customer or anonymous_key(i)): group
+            for i, group in enumerate(g for g in groups if g[0].customer is None)
+        }
         results: dict[str, CaseResult] = {}
         lock = threading.Lock()
         done = [0]
@@ -971,9 +1021,12 @@ class World:
                 for case in group:
                     if cancel.is_set():
                         return
+                    key = case.customer or next(
+                        k for k, members in keyed.items() if case in members
+                    )
                     result = run_case(
                         case,
-                        customer=customers[case.customer],
+                        customer=customers[key],
                         timeout_s=options.timeout_s,
                         cancel=cancel,
                         check_lane=not options.baseline,
@@ -995,7 +1048,7 @@ class World:
             self._warm_up(options)
             _semantic_cache_clear()
             with ThreadPoolExecutor(max_workers=options.concurrency) as pool:
-                futures = [pool.submit(play, group) for group in schedule(cases)]
+                futures = [pool.submit(play, group) for group in groups]
                 try:
                     for future in futures:
                         future.result()
