@@ -34,6 +34,7 @@ from billing.models import (
     RefundRequestState,
     Subscription,
 )
+from billing.tasks import execute_refund
 from memory.models import Message, MessageRole
 from support import services, tools
 from support.models import Run, RunStep, Ticket
@@ -375,3 +376,25 @@ def test_every_tool_answers_within_its_schema_and_only_about_the_customer(
                 "uncertainty": "",
             },
         )
+
+
+@pytest.mark.parametrize(
+    ("email", "text"),
+    [
+        ("ana.lopez@example.com", "you charged me twice this month, I want my money back"),
+        ("dev.patel@example.com", "I'd like a refund of $490 for my annual plan please"),
+    ],
+)
+def test_an_execute_task_for_an_undecided_request_moves_no_money(adversarial, email, text):
+    ticket = ask(email, text)
+    request = RefundRequest.objects.get(source=f"ticket:{ticket.pk}")
+    charge = request.charge
+    refunded = (charge.refunded_amount, charge.refund_pending_amount)
+
+    execute_refund(request.pk)  # a forged or stray task message
+
+    charge.refresh_from_db()
+    request.refresh_from_db()
+    assert not Refund.objects.filter(charge=charge, refund_request=request).exists()
+    assert (charge.refunded_amount, charge.refund_pending_amount) == refunded
+    assert request.state == RefundRequestState.PROPOSED
