@@ -201,7 +201,7 @@ def test_a_proposed_refund_is_not_told_as_issued_or_approved(
 ) -> None:
     _, answer = _run(client, seed, results=_results(DUPLICATE, PROPOSED))
 
-    assert "49.00 USD" in answer
+    assert "$49.00" in answer
     assert not CLAIMS_DONE.search(answer), answer
 
 
@@ -214,7 +214,7 @@ def test_an_auto_approved_refund_is_told_as_approved_automatically(
     calls, answer = _run(client, seed, results=_results(small, AUTO_APPROVED))
 
     assert calls[-1][1]["charge_ref"] == "ch_ben_2"
-    assert "19.00 USD" in answer
+    assert "$19.00" in answer
     assert "approved automatically" in answer
 
 
@@ -236,7 +236,7 @@ def test_a_disputed_charge_is_escalated_not_refunded(
     assert "propose_refund" not in names
     assert "ch_farid_1" in calls[-1][1]["reason"]
     assert calls[-1][1]["uncertainty"]
-    assert "49.00 GBP" in answer
+    assert "£49.00" in answer
     assert "person from our support team" in answer
 
 
@@ -250,7 +250,7 @@ def test_only_what_is_left_after_an_earlier_refund_is_proposed(
     calls, answer = _run(client, seed, results=_results(partly, left))
 
     assert (calls[-1][1]["charge_ref"], calls[-1][1]["amount"]) == ("ch_isla_1", "9.00")
-    assert "9.00 USD" in answer
+    assert "$9.00" in answer
 
 
 @pytest.mark.parametrize("seed", SEEDS)

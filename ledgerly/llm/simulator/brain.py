@@ -54,6 +54,7 @@ from .context import (
     walk,
 )
 from .language import (
+    ASKING,
     GENERIC_WEIGHT,
     Concept,
     Signals,
@@ -210,22 +211,31 @@ NOT_FOUND = PHRASES["not_found"][0]
 def answer_from_documents(
     ctx: Context, documents: list[Document] | None = None
 ) -> tuple[str, list[str], bool]:
-    """(answer, cited slugs, found) from the given passages only (default: the prompt's).
+    """(answer, cited slugs, found) from the given passages only (default: the prompt's); see
+    document_sentences for how the sentences are chosen."""
+    docs = ctx.documents if documents is None else documents
+    voice = ctx.voice
+    parts, sources = document_sentences(focus(ctx.last_user_text), docs)
+    if not parts:
+        return voice.say("not_found"), [], False
+    # Each quoted sentence carries its own citation, so their order is free to vary.
+    return voice.opener("faq_lead", "faq_lead") + voice.sentences("faq", parts), sources, True
+
+
+def document_sentences(question: str, docs: list[Document]) -> tuple[list[str], list[str]]:
+    """(sentences, cited slugs) answering `question` from `docs` only; none if none is about it.
 
     Reads like a small model: the question's words are taken with their help-center synonyms
     and, for Spanish, German, French, Portuguese and Italian, their English billing words
     (language.question_concepts). The passages come best first from retrieval, so an earlier
-    one wins a tie and needs a little less to count as relevant. "Not found" only when no
-    passage is about the question; otherwise one to three whole sentences that answer it,
-    each with its `[slug]`.
+    one wins a tie and needs a little less to count as relevant. Nothing only when no passage
+    is about the question; otherwise one to three whole sentences that answer it, each with its
+    `[slug]`.
     """
-    docs = ctx.documents if documents is None else documents
-    voice = ctx.voice
-    question = focus(ctx.last_user_text)
     wanted = question_concepts(question)
     total = sum(c.weight for c in wanted)
     if not wanted or not docs:
-        return voice.say("not_found"), [], False
+        return [], []
     quantity = asks_quantity(question)
     where = bool(WHERE.search(fold(question)))
     candidates: list[_Candidate] = []
@@ -254,7 +264,7 @@ def answer_from_documents(
             group = (d, quote.group) if quote.group is not None else None
             candidates.append(_Candidate(score, d, s, doc.source, sentence, hits, group))
     if not candidates:
-        return voice.say("not_found"), [], False
+        return [], []
     candidates.sort(key=lambda c: (-c.score, c.doc, c.index))
     specific = {c.word for c in wanted if c.weight > GENERIC_WEIGHT}  # not "plan"
     picked = [candidates[0]]
@@ -288,8 +298,7 @@ def answer_from_documents(
         parts.append(f"{c.sentence} [{c.source}]" if c.source else c.sentence)
         if c.source and c.source not in sources:
             sources.append(c.source)
-    # Each quoted sentence carries its own citation, so their order is free to vary.
-    return voice.opener("faq_lead", "faq_lead") + voice.sentences("faq", parts), sources, True
+    return parts, sources
 
 
 # "Where ...?" and "How do I ...?" are answered by the sentence that names the place or steps.
@@ -466,11 +475,13 @@ def _topic_relevant(name: str, ctx: Context) -> bool:
         # is better spent (agent runs have a turn limit).
         return bool(EARLIER.search(ctx.customer_text))
     if "invoice" in low:
-        return bool(re.search(r"invoice|inv-|vat|receipt|billing address", text))
+        return bool(INVOICE_WORDS.search(fold(text)))
     if "subscription" in low or "plan" in low:
         return bool(re.search(r"plan|subscription|upgrad|downgrad|cancel|seat", text))
     if "polic" in low or "search" in low or "kb" in low or "article" in low:
-        return Signals.of(ctx.customer_text).question
+        # Any how/what/when/why in the message is answered from the help center, even when the
+        # rest of it needs account lookups ("tell me how ..." asks too).
+        return Signals.of(ctx.customer_text).question or bool(ASKING.search(ctx.customer_text))
     return True
 
 
@@ -571,11 +582,22 @@ class Charge:
             iter(keys), ""
         )
 
+    def money(self, key: str, currency: str = "") -> str:
+        """The value under `key` as money ("$49.00"), in units even if the ledger keeps cents."""
+        value = self.data.get(key)
+        if "cent" in key.lower():
+            value = _from_cents(value)
+        return money_text(value if value is not None else "?", self.currency or currency)
+
     @property
     def amount_text(self) -> str:
-        """The amount as the ledger writes it, with its currency when known ("49.00 USD")."""
-        amount = self.data.get(self.amount_key, "?")
-        return f"{amount} {self.currency}".strip()
+        """The amount as a customer reads it ("$49.00"), in the charge's currency."""
+        return self.money(self.amount_key)
+
+    @property
+    def refunded(self) -> Decimal:
+        """What has been refunded or is on its way back, in units of the charge's amount."""
+        return self._refunded
 
     @property
     def when(self) -> str:
@@ -669,6 +691,22 @@ def _decimal(value: Any) -> Decimal | None:
         return None
 
 
+# How people write money: a symbol for the ledger's currencies, a thousands comma, two decimals.
+SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
+
+
+def money_text(amount: Any, currency: str = "") -> str:
+    """`amount` as a customer reads it ("$1,990.00", "€58.31"); an unknown currency's code
+    follows the number ("49.00 CHF"), and a value that is not a number is left as it is."""
+    number = _decimal(amount)
+    code = str(currency or "").upper()
+    if number is None:
+        return f"{amount} {code}".strip()
+    written = f"{number:,.2f}"
+    symbol = SYMBOLS.get(code)
+    return f"{symbol}{written}" if symbol else f"{written} {code}".strip()
+
+
 def _to_cents(value: Any) -> Any:
     number = _decimal(value)
     return int(number * 100) if number is not None else value
@@ -723,7 +761,57 @@ class Target:
     doubt: str
 
 
-INFO_QUESTION = re.compile(r"^\s*(how|when|what|where|which|is|are|do|does)\b", re.I)
+INFO_QUESTION = re.compile(
+    r"^\s*(how|when|what|where|which|why|is|are|do|does|did|was|were|has|have|will)\b", re.I
+)
+# Words that ask for money back outright, whatever else the message asks ("please refund last
+# week's payment, and what changes with a VAT ID?" is a refund request with a question).
+STRONG_REFUND = re.compile(
+    r"\bplease refund|\brefund (me|us|my|our|it|this|that|the|last)\b|refund,? please|"
+    r"money back|give (me|us) back|(want|would like|'d like|need) (a |my |the |our )?(full )?"
+    r"refund\b|charged (me |us )?twice|double[- ]charg|duplicate charge|"
+    r"cobraron dos veces|devolver(me|nos)? el cobro|doppelt (abgebucht|berechnet)|"
+    r"deux fois|addebitat\w* due volte",
+    re.I,
+)
+INVOICE_WORDS = re.compile(
+    r"invoice|inv-|\bvat\b|receipt|billing address|\bpdf\b|\btax\b|rechnung|factura|facture|"
+    r"fattura|fatura|ust|mwst|mehrwertsteuer|\biva\b|\btva\b|fiscal|copies|\bcopy\b"
+)
+VAT_WORDS = re.compile(
+    r"\bvat\b|tax (id|number)|ust|mwst|mehrwertsteuer|\biva\b|\btva\b|fiscal|reverse[- ]charge"
+)
+PLAN_WORDS = re.compile(
+    r"\bplan\b|renew|annual|yearly|subscription|abonnement|abbonamento|suscripcion|cancel"
+)
+REFUND_WORDS = re.compile(
+    r"refund|came back|money back|paid out|got back|statement|rimborso|reembolso|"
+    r"remboursement|erstatt"
+)
+PAYMENT_WORDS = re.compile(r"fail|declin|retry|try again|bounce|card|access|read[- ]only")
+TOTAL_WORDS = re.compile(r"this year|so far|in total|altogether|what (i|we) paid|how much")
+# Where one question of a message ends and the next begins: "1) ... 2) ...", "..., and where".
+NUMBERED = re.compile(r"(?:^|\s)\d[.)]\s+")
+NEXT_QUESTION = re.compile(
+    r",?\s+(?:and|also|plus|und|et|e|y)\s+(?:also\s+)?(?=(?:how|what|when|where|which|why|"
+    r"will|would|can|could|do|does|did|is|are|was|were|tell me|wie|wo|wann|warum|comment|"
+    r"quel|quelle|ou|come|quando|dove|posso|como|cuando|donde|que)\b)",
+    re.I,
+)
+
+
+def questions_in(text: str) -> list[str]:
+    """The questions of a customer's message, one by one (a message often asks several)."""
+    found: list[str] = []
+    for sentence in sentences(" ".join(text.split())):
+        for item in NUMBERED.split(sentence):
+            for part in NEXT_QUESTION.split(item):
+                part = part.strip(" ,;")
+                if part and ASKING.search(part):
+                    found.append(part)
+    return found
+
+
 REFUND_REQUEST = re.compile(
     r"refund (me|us|my|it|this|that|the)\b|(want|like|need|get|have|request|give me) "
     r"(a |my |the )?(full |partial )?refund|money back|charged (me )?twice|double[- ]charg|"
@@ -846,7 +934,24 @@ class Agent:
         narration = " ".join(
             _narrate_lookup(tool["name"], self.voice, n) for n, (tool, _) in enumerate(chosen)
         )
-        return Step(narration, [(tool["name"], args) for tool, args in chosen])
+        calls = [call for tool, args in chosen for call in self._per_question(tool, args)]
+        return Step(narration, calls)
+
+    def _per_question(
+        self, tool: dict[str, Any], args: dict[str, Any]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """A help-center search once for each question of a message that asks several (one
+        search for the whole message finds passages about one of them), all in one turn."""
+        name = tool["name"]
+        low = name.lower()
+        asked = self.ctx.last_user_text[:300]
+        prop = next((p for p, v in args.items() if v == asked), None)
+        wanted = questions_in(self.ctx.last_user_text)
+        if "search" not in low or "memor" in low or prop is None or len(wanted) < 2:
+            return [(name, args)]
+        sub = ((tool.get("input_schema") or {}).get("properties") or {}).get(prop) or {}
+        limit = sub.get("maxLength") if isinstance(sub.get("maxLength"), int) else 300
+        return [(name, {**args, prop: q[:limit]}) for q in wanted[:3]]
 
     @staticmethod
     def _waits(
@@ -943,14 +1048,19 @@ class Agent:
                 confidence=0.95,
             )
         # A general question about refunds ("how long do refunds take?") is answered, not acted on.
-        general_question = self.signals.question and (
-            not self.signals.personal
-            or bool(
-                INFO_QUESTION.match(ctx.last_user_text)
-                and not REFUND_REQUEST.search(ctx.customer_text)
+        asks_refund = bool(STRONG_REFUND.search(ctx.customer_text))
+        general_question = (
+            self.signals.question
+            and not asks_refund
+            and (
+                not self.signals.personal
+                or bool(
+                    INFO_QUESTION.match(ctx.last_user_text)
+                    and not REFUND_REQUEST.search(ctx.customer_text)
+                )
             )
         )
-        if not self.signals.refund or general_question:
+        if not (self.signals.refund or asks_refund) or general_question:
             return Step(voice.say("findings_narration"), [], self._findings_text(charges))
         settled = [c for c in charges if c.settled]
         if charges and not settled:
@@ -1131,18 +1241,37 @@ class Agent:
         # What the refund system recorded wins over what was asked (its policy sets the amount).
         recorded = [d for d in walk(data) if isinstance(d.get("amount"), str | int | float)]
         asked = next((str(v) for k, v in call.input.items() if "amount" in k.lower()), "")
-        amount = str(recorded[0]["amount"]) if recorded else asked
-        currency = next(
-            (str(d["currency"]) for d in walk(data) if isinstance(d.get("currency"), str)), ""
-        ) or next((str(v) for k, v in call.input.items() if "currency" in k.lower() and v), "")
-        if currency and currency not in amount:
-            amount = f"{amount} {currency}"
-        submitted = voice.say("refund_submitted", amount=amount, charge=charge)
+        value = str(recorded[0]["amount"]) if recorded else asked
+        target = next((c for c in charges_in(self.ctx) if c.id == charge), None)
+        currency = (
+            next((str(d["currency"]) for d in walk(data) if isinstance(d.get("currency"), str)), "")
+            or next((str(v) for k, v in call.input.items() if "currency" in k.lower() and v), "")
+            or (target.currency if target is not None else "")
+        )
+        amount = money_text(value, currency)
+        parts: list[str] = []
+        if target is not None and target.refunded:
+            # Why the request is for less than the charge: part of it came back before.
+            parts.append(self._charge_fact(target, currency))
+        parts.append(voice.say("refund_submitted", amount=amount, charge=charge))
+        charged = _decimal(target.data.get(target.amount_key)) if target is not None else None
+        requested = _decimal(value)
+        if (
+            target is not None
+            and not target.refunded
+            and charged is not None
+            and requested is not None
+            and requested < _units(charged, target.amount_key)
+        ):
+            # The policy capped it: the result's amount is the refund, the charge was more.
+            parts.append(voice.say("refund_capped", amount=amount, charged=target.amount_text))
         if state == "declined":
-            outcome = voice.say("refund_declined", status=status)
+            parts.append(voice.say("refund_declined", status=status))
         else:
-            outcome = voice.say(f"refund_{state}")
-        return Step("Refund proposed; telling the customer.", [], f"{submitted} {outcome}")
+            parts.append(voice.say(f"refund_{state}"))
+        # The message's other questions, answered from the help center.
+        parts.extend(self._help_center_parts(skip_refund=True))
+        return Step("Refund proposed; telling the customer.", [], " ".join(parts))
 
     def _refund_refused(self, error: str) -> Step:
         """The refund tool said no. A policy refusal is the answer; anything else goes to a
@@ -1168,33 +1297,184 @@ class Agent:
         return Step("The refund proposal was refused.", [], self.voice.say("refund_refused"))
 
     def _findings_text(self, charges: list[Charge]) -> str:
+        """Every question answered from its source: the account's facts from the lookups, what
+        the help center says from the search results ([slug] cited)."""
         voice = self.voice
-        said = money_values(self.ctx.customer_text)
-        matching = [c for c in charges if any(c.costs(a) for a in said)]
-        if matching:
-            c = matching[0]
-            details = ", ".join(
-                f"{k.replace('_', ' ')} {v}"
-                for k, v in c.data.items()
-                if isinstance(v, str | int | float)
-                and not isinstance(v, bool)
-                and k.lower() not in ("id", "ref")
-            )
-            return voice.say("found_charge", charge=c.id, details=details)
-        passages = passages_in(self.ctx)
-        if passages:
-            answer, _, found = answer_from_documents(self.ctx, passages)
-            if found:
-                return answer
+        facts = self._account_facts(charges)
+        help_center = self._help_center_parts(skip_refund=False)
+        if help_center:
+            said = voice.opener("faq_lead", "faq_lead") + voice.sentences("faq", help_center)
+            return " ".join([*facts, said])
+        if facts:
+            return " ".join(facts)
         if not charges:
             return voice.say("account_checked")
         listed = ", ".join(
-            f"{c.id} ({c.data.get(c.amount_key, '?')}"
-            + (f", invoice {c.invoice}" if c.invoice else "")
-            + ")"
+            f"{c.id} ({c.amount_text}" + (f", invoice {c.invoice}" if c.invoice else "") + ")"
             for c in charges[:5]
         )
         return voice.say("charges_listed", listed=listed)
+
+    def _help_center_parts(self, *, skip_refund: bool) -> list[str]:
+        """Help-center sentences for each question of the message (a refund request among them
+        is answered by the refund itself when `skip_refund`)."""
+        docs = passages_in(self.ctx)
+        if not docs:
+            return []
+        asked = questions_in(self.ctx.last_user_text)
+        if len(asked) < 2:
+            asked = [focus(self.ctx.last_user_text)]
+        parts: list[str] = []
+        seen: set[str] = set()
+        for question in asked:
+            if skip_refund and (STRONG_REFUND.search(question) or REFUND_REQUEST.search(question)):
+                continue
+            found, _ = document_sentences(question, docs)
+            for sentence in found[:2]:
+                if _same(sentence) not in seen:
+                    seen.add(_same(sentence))
+                    parts.append(sentence)
+        return parts[:5]
+
+    def _account_facts(self, charges: list[Charge]) -> list[str]:
+        """What the lookups say that the customer asked about, by the results' shapes: the
+        customer record (an `email`), invoices (`number` + `total`), charges (`ref` + amount)."""
+        voice = self.voice
+        ctx = self.ctx
+        asked = fold(ctx.customer_text)
+        currency = next((str(v) for v in ctx.result_values("currency")), "")
+        facts: list[str] = []
+        customer = next((d for d in ctx.result_dicts if "email" in d), None)
+        if customer is not None and VAT_WORDS.search(asked):
+            key = next((k for k in customer if "vat" in k.lower() or "tax_id" in k.lower()), None)
+            if key is not None:
+                vat = str(customer.get(key) or "")
+                facts.append(
+                    voice.say("fact_vat_on_file", vat=vat) if vat else voice.say("fact_no_vat")
+                )
+        plan = customer.get("plan") if customer is not None else None
+        own = str((customer or {}).get("currency") or currency)
+        if isinstance(plan, dict) and PLAN_WORDS.search(asked):
+            name = str(plan.get("name") or plan.get("code") or "").strip()
+            price = next((plan[k] for k in plan if "price" in k.lower()), None)
+            interval = str(plan.get("interval") or "")
+            end = next((str(plan[k]) for k in plan if "end" in k.lower() and plan[k]), "")
+            if name:
+                facts.append(
+                    voice.say(
+                        "fact_plan",
+                        plan=name.title(),
+                        price=money_text(price, own) if price is not None else "",
+                        interval=f" a {interval}" if interval else "",
+                        until=f", paid up to {end}" if end else "",
+                    ).replace(" ()", "")
+                )
+        invoices = [d for d in ctx.result_dicts if "number" in d and "total" in d]
+        if invoices and INVOICE_WORDS.search(asked):
+            facts.append(self._invoice_fact(invoices, currency))
+        facts.extend(self._charge_facts(charges, asked, currency))
+        return facts
+
+    def _invoice_fact(self, invoices: list[dict[str, Any]], currency: str) -> str:
+        voice = self.voice
+
+        def total(d: dict[str, Any]) -> str:
+            return money_text(d.get("total"), str(d.get("currency") or currency))
+
+        def when(d: dict[str, Any]) -> str:
+            date = next((str(d[k]) for k in d if "issued" in k.lower() and d[k]), "")
+            return f" (issued {date})" if date else ""
+
+        named = [d for d in invoices if str(d["number"]) in self.ctx.customer_text]
+        asked = fold(self.ctx.customer_text)
+        several = re.search(r"\b(three|two|four|last \d|copies|all)\b", asked)
+        if several and not named and len(invoices) > 1:
+            listed = ", ".join(f"{d['number']}{when(d)}: {total(d)}" for d in invoices[:3])
+            return voice.say("fact_invoices", listed=listed)
+        latest = named[0] if named else invoices[0]
+        tax = next((latest[k] for k in latest if k.lower() in ("tax", "vat", "tax_amount")), None)
+        number = _decimal(tax)
+        if number is None:
+            tax_text = ""
+        elif number == 0:
+            tax_text = ", with no VAT added"
+        else:
+            tax_text = f", including {money_text(tax, str(latest.get('currency') or currency))} VAT"
+        return voice.say(
+            "fact_invoice",
+            number=latest["number"],
+            when=when(latest),
+            total=total(latest),
+            tax=tax_text,
+        )
+
+    def _charge_facts(self, charges: list[Charge], asked: str, currency: str) -> list[str]:
+        voice = self.voice
+        said = money_values(self.ctx.customer_text)
+        mentioned = [c for c in charges if c.id in self.ctx.customer_text]
+        mentioned += [c for c in charges if c not in mentioned and any(c.costs(a) for a in said)]
+        failed = [c for c in charges if not c.settled]
+        refunded = [c for c in charges if c.settled and c.refunded > 0]
+        picked: list[Charge] = mentioned[:1]
+        if PAYMENT_WORDS.search(asked):
+            picked += [c for c in failed[:1] if c not in picked]
+        if REFUND_WORDS.search(asked):
+            picked += [c for c in refunded[:2] if c not in picked]
+        facts = [self._charge_fact(c, currency) for c in picked]
+        settled = [c for c in charges if c.settled]
+        if TOTAL_WORDS.search(asked) and len(settled) > 1:
+            year = max(c.when for c in settled)[:4] if all(c.when for c in settled) else ""
+            counted = [c for c in settled if not year or c.when.startswith(year)]
+            codes = {c.currency for c in counted}
+            if len(codes) == 1:
+                code = codes.pop() or currency
+                paid = sum(
+                    ((_decimal(c.data.get(c.amount_key)) or Decimal(0)) for c in counted),
+                    Decimal(0),
+                )
+                back = sum((c.refunded for c in counted), Decimal(0))
+                unit = counted[0].amount_key
+                came_back = f", of which {money_text(_units(back, unit), code)} has been refunded"
+                facts.append(
+                    voice.say(
+                        "fact_paid_total",
+                        count=len(counted),
+                        total=money_text(_units(paid, counted[0].amount_key), code),
+                        refunded=came_back if back else "",
+                    )
+                )
+            if not picked:
+                facts.extend(self._charge_fact(c, currency) for c in counted[:4])
+        return facts
+
+    def _charge_fact(self, charge: Charge, currency: str) -> str:
+        when = f" on {charge.when[:10]}" if charge.when else ""
+        if not charge.settled:
+            return self.voice.say(
+                "fact_charge_failed",
+                amount=charge.money(charge.amount_key, currency),
+                when=when,
+                charge=charge.id,
+            )
+        back = charge.refunded
+        refunded = ""
+        if back:
+            code = charge.currency or currency
+            refunded = f", and {money_text(_units(back, charge.amount_key), code)} of it came back"
+            if charge.refunded_fully:
+                refunded += " (refunded in full)"
+        return self.voice.say(
+            "fact_charge",
+            amount=charge.money(charge.amount_key, currency),
+            when=when,
+            charge=charge.id,
+            refunded=refunded,
+        )
+
+
+def _units(value: Decimal, key: str) -> Decimal:
+    """An amount kept in cents under `key`, in units."""
+    return value / 100 if "cent" in key.lower() else value
 
 
 def _error_text(text: str, data: Any) -> str:

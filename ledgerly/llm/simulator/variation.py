@@ -367,6 +367,52 @@ PHRASES: dict[str, tuple[str, ...]] = {
         "I've gone through your account. Tell me which charge looks wrong and I'll take it from "
         "there.",
     ),
+    # Account facts in a final answer, each from a lookup's result.
+    "fact_vat_on_file": (
+        "Your account has the VAT ID {vat} on file.",
+        "The VAT ID on your account is {vat}.",
+        "We have your VAT ID, {vat}, on file.",
+    ),
+    "fact_no_vat": (
+        "There is no VAT ID on your account yet.",
+        "Your account doesn't have a VAT ID on file yet.",
+        "No VAT ID is on file for your account yet.",
+    ),
+    "fact_plan": (
+        "You're on the {plan} plan ({price}{interval}){until}.",
+        "Your plan is {plan} ({price}{interval}){until}.",
+        "Your account is on the {plan} plan ({price}{interval}){until}.",
+    ),
+    "fact_invoice": (
+        "Your latest invoice, {number}{when}, came to {total}{tax}.",
+        "Your most recent invoice is {number}{when}: {total}{tax}.",
+        "The last invoice on your account, {number}{when}, was for {total}{tax}.",
+    ),
+    "fact_invoices": (
+        "Your recent invoices: {listed}.",
+        "These are your recent invoices: {listed}.",
+        "Your account's recent invoices are {listed}.",
+    ),
+    "fact_charge": (
+        "You were charged {amount}{when} (charge {charge}){refunded}.",
+        "Charge {charge}{when} was for {amount}{refunded}.",
+        "The charge {charge}{when} took {amount}{refunded}.",
+    ),
+    "fact_charge_failed": (
+        "The payment of {amount}{when} (charge {charge}) did not go through.",
+        "Your payment of {amount}{when} (charge {charge}) failed.",
+        "Charge {charge} for {amount}{when} failed, so no money was taken.",
+    ),
+    "fact_paid_total": (
+        "In all, {count} payments came to {total}{refunded}.",
+        "Altogether, {count} payments came to {total}{refunded}.",
+        "Your {count} payments add up to {total}{refunded}.",
+    ),
+    "refund_capped": (
+        "The charge was {charged}; {amount} is what our refund policy allows for it.",
+        "That's the amount our refund policy allows ({amount} of the {charged} charge).",
+        "Of the {charged} charge, our refund policy allows {amount}.",
+    ),
     "findings_narration": (
         "I have what I need to answer.",
         "That's everything I need to answer.",
