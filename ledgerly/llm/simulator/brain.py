@@ -1322,7 +1322,7 @@ class Agent:
         if not docs:
             return []
         asked = questions_in(self.ctx.last_user_text)
-        if len(asked) < 2:
+        if not asked or (len(asked) == 1 and not skip_refund):
             asked = [focus(self.ctx.last_user_text)]
         parts: list[str] = []
         seen: set[str] = set()
