@@ -12,12 +12,61 @@ from support import runner, services
 from support.models import Run, RunStatus, Ticket
 
 
+@pytest.fixture(scope="module")
+def seeded_world(django_db_setup, django_db_blocker) -> Iterator[int]:
+    """The demo world, the help center and the router's exemplars, seeded once per module
+    (seeding takes seconds, most tests take less) and flushed after it. Tests are transactional
+    (tickets and model calls need real commits), so Django's per-test flush is skipped while
+    the module runs and `demo_world` undoes what each test did instead. Yields the highest user
+    id of the seed."""
+    from django.contrib.auth.models import User
+    from django.db.models import Max
+    from django.test import TransactionTestCase
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TransactionTestCase, "_fixture_teardown", lambda self: None)
+        with django_db_blocker.unblock():
+            call_command("seed_demo", verbosity=0)
+            call_command("ingest_helpcenter", verbosity=0)
+            call_command("seed_router_exemplars", verbosity=0)
+            last_user = User.objects.aggregate(last=Max("pk"))["last"] or 0
+        yield last_user
+    with django_db_blocker.unblock():
+        call_command("flush", verbosity=0, interactive=False)
+
+
 @pytest.fixture
-def demo_world(transactional_db, redis_client) -> None:
-    """The seeded demo world, the help center and the router's exemplars (real Postgres)."""
-    call_command("seed_demo", verbosity=0)
-    call_command("ingest_helpcenter", verbosity=0)
-    call_command("seed_router_exemplars", verbosity=0)
+def demo_world(seeded_world, transactional_db, redis_client) -> Iterator[None]:
+    """The seeded demo world (real Postgres, committed), put back as seeded after the test."""
+    yield
+    world_reset(last_user=seeded_world)
+
+
+def world_reset(*, last_user: int) -> None:
+    """Undo what a test did: every customer's tickets, conversations, memories and refund
+    requests (the evaluation's own reset), and the rows no customer owns."""
+    from django.contrib.auth.models import User
+
+    from billing.models import RefundRequest
+    from ledgerly.llm.models import LLMBatch, LLMCall
+    from memory.models import (
+        CustomerMemory,
+        SemanticCacheEntry,
+        SemanticCacheLookup,
+    )
+    from support.evaluation import reset_customer
+    from support.models import KillSwitch, RouterExemplar
+
+    touched = set(Ticket.objects.values_list("customer_id", flat=True)) | set(
+        RefundRequest.objects.values_list("customer_id", flat=True)
+    )
+    for who in Customer.objects.filter(pk__in=touched):
+        reset_customer(who)
+    KillSwitch.objects.all().delete()
+    RouterExemplar.objects.exclude(source="seed").delete()
+    for model in (LLMCall, LLMBatch, SemanticCacheEntry, SemanticCacheLookup, CustomerMemory):
+        model.objects.all().delete()
+    User.objects.filter(pk__gt=last_user).delete()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ def test_a_run_killed_mid_step_finishes_on_another_worker_without_repeating_a_st
 ):
     slow = celery_worker_process(
         concurrency=1,
-        LLM_SIMULATOR_LATENCY_MEDIAN_MS="2500",
+        LLM_SIMULATOR_LATENCY_MEDIAN_MS="3000",
         LLM_SIMULATOR_LATENCY_SIGMA="0",
         SUPPORT_STEP_LEASE_SECONDS=str(LEASE_SECONDS),
         SUPPORT_SEMANTIC_CACHE="0",
@@ -48,13 +48,16 @@ def test_a_run_killed_mid_step_finishes_on_another_worker_without_repeating_a_st
     )
     run = Run.objects.get(ticket=ticket)
     # Let it commit a few steps (route, model turns, a tool batch), then kill it mid-call.
-    wait_for(
-        lambda: (
+    def just_claimed() -> bool:
+        # A step claimed under half a second ago: the model call (3 s) is still in flight.
+        current = Run.objects.get(pk=run.pk)
+        return (
             RunStep.objects.filter(run=run).count() >= 2
-            and Run.objects.get(pk=run.pk).status == RunStatus.RUNNING
-        ),
-        timeout=60,
-    )
+            and current.status == RunStatus.RUNNING
+            and (timezone.now() - current.updated_at).total_seconds() < 0.5
+        )
+
+    wait_for(just_claimed, timeout=60, every=0.05)
     steps_before = RunStep.objects.filter(run=run).count()
     slow.kill()
     killed_at = time.monotonic()
