@@ -790,11 +790,20 @@ REFUND_WORDS = re.compile(
 )
 PAYMENT_WORDS = re.compile(r"fail|declin|retry|try again|bounce|card|access|read[- ]only")
 TOTAL_WORDS = re.compile(r"this year|so far|in total|altogether|what (i|we) paid|how much")
+INTERVALS = {
+    "month": "month",
+    "monthly": "month",
+    "year": "year",
+    "yearly": "year",
+    "annual": "year",
+    "annually": "year",
+}
 # Where one question of a message ends and the next begins: "1) ... 2) ...", "..., and where".
 NUMBERED = re.compile(r"(?:^|\s)\d[.)]\s+")
 NEXT_QUESTION = re.compile(
     r",?\s+(?:and|also|plus|und|et|e|y)\s+(?:also\s+)?(?=(?:how|what|when|where|which|why|"
-    r"will|would|can|could|do|does|did|is|are|was|were|tell me|wie|wo|wann|warum|comment|"
+    r"will|would|can|could|do|does|did|is|are|was|were|tell me|confirm|check|explain|let me know|"
+    r"wie|wo|wann|warum|comment|"
     r"quel|quelle|ou|come|quando|dove|posso|como|cuando|donde|que)\b)",
     re.I,
 )
@@ -864,7 +873,10 @@ class Agent:
             return step
         # A final answer after tool calls may open with a connective ("Thanks for waiting.").
         opener = self.voice.opener("final-opener", "resume") if self.ctx.calls else ""
-        return Step(step.narration, [], opener + step.text)
+        text = step.text
+        if opener.endswith(", ") and re.match(r"[A-Z][a-z]", text):
+            text = text[0].lower() + text[1:]  # "Okay, your plan ..." (never "Okay, i ...")
+        return Step(step.narration, [], opener + text)
 
     def _step(self) -> Step:
         ctx = self.ctx
@@ -1228,6 +1240,9 @@ class Agent:
         told = self._final_refund(refund).text if refund is not None else ""
         # What happened to the refund and who takes the rest over are independent news.
         text = self.voice.sentences("escalated-final", [told, _escalated_text(reason, self.voice)])
+        if refund is None:
+            # What the help center answers needs no person (the refund's answer has it already).
+            text = " ".join([text, *self._help_center_parts(skip_refund=True)])
         return Step("Escalated; telling the customer what happens next.", [], text)
 
     def _final_refund(self, call: ToolCall) -> Step:
@@ -1281,10 +1296,11 @@ class Agent:
             # "the refund policy does not allow it: <why>" -> tell the customer <why>.
             detail = (tail if colon and tail and POLICY_REFUSAL.search(head) else error).strip()
             detail = detail.rstrip(".")
+            told = self.voice.say("refund_not_allowed", detail=detail)
+            # The message's other questions, answered from the help center.
+            others = self._help_center_parts(skip_refund=True)
             return Step(
-                "The refund policy does not allow this refund.",
-                [],
-                self.voice.say("refund_not_allowed", detail=detail),
+                "The refund policy does not allow this refund.", [], " ".join([told, *others])
             )
         escalate = _escalation_tool(self.tools)
         if escalate is not None:
@@ -1357,7 +1373,7 @@ class Agent:
         if isinstance(plan, dict) and PLAN_WORDS.search(asked):
             name = str(plan.get("name") or plan.get("code") or "").strip()
             price = next((plan[k] for k in plan if "price" in k.lower()), None)
-            interval = str(plan.get("interval") or "")
+            interval = INTERVALS.get(str(plan.get("interval") or "").lower(), "")
             end = next((str(plan[k]) for k in plan if "end" in k.lower() and plan[k]), "")
             if name:
                 facts.append(
@@ -1365,7 +1381,7 @@ class Agent:
                         "fact_plan",
                         plan=name.title(),
                         price=money_text(price, own) if price is not None else "",
-                        interval=f" a {interval}" if interval else "",
+                        interval=f" a {interval}" if interval else "",  # "$49.00 a month"
                         until=f", paid up to {end}" if end else "",
                     ).replace(" ()", "")
                 )
