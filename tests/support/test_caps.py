@@ -92,6 +92,11 @@ class NeverStops(httpx2.BaseTransport):
         return httpx2.Response(200, json=message, request=request)
 
 
+def tools_called(escalation: Escalation) -> list[str]:
+    """The tool calls in the steps staff see, in order."""
+    return [step["tool_call"] for step in escalation.facts["steps"] if "tool_call" in step]
+
+
 def agent_calls(ticket: Ticket) -> int:
     return LLMCall.objects.filter(ticket_id=str(ticket.pk), purpose="agent").count()
 
@@ -120,9 +125,7 @@ def test_the_turn_cap_ends_a_model_that_never_stops_in_an_escalation(sim_gateway
     assert agent_calls(ticket) == turns
     assert Run.objects.get(ticket=ticket).turns == turns
     escalation = Escalation.objects.get(ticket=ticket)
-    assert [s["tool_call"] for s in escalation.facts["steps"] if "tool_call" in s] == [
-        "lookup_customer"
-    ] * turns
+    assert tools_called(escalation) == ["lookup_customer"] * turns
 
 
 @pytest.mark.parametrize(
