@@ -11,6 +11,11 @@ each question with the article(s) that answer it:
   multilingual rewriting was written knowing them;
 - bench/data/retrieval_questions_fresh2.jsonl (63, with Spanish/German/French): written before
   the change too, and measured only after it: the untouched figure.
+Passage level: bench/data/retrieval_passages.jsonl (52, 3 of them Spanish/German/French), written
+for it, each question with the article that answers it and a short phrase of the sentence that
+does ("Settings → Billing", "180 days"): `passage_recall_at_k` is the share of questions whose
+phrase is in the text of that article's passage among the FAQ lane's k=4 passages (spacing
+ignored); `passage_words_p50`/`passage_words_max` are the words of those k passages together.
 Both modes are measured (vector: the configured encoder fused with MiniLM; hybrid: that plus
 Postgres full-text search by reciprocal rank). The article keyword lines were written while
 looking at the development set, so many dev questions contain a keyword phrase of their own
@@ -29,6 +34,9 @@ import re
 import time
 
 from memory_harness import DATA, setup_django
+
+PASSAGE_SET = "retrieval_passages.jsonl"
+PASSAGE_K = 4  # support.lanes.faq.PASSAGES (bench may not import support)
 
 SETS = {
     "dev": "retrieval_questions.jsonl",
@@ -58,6 +66,38 @@ def _print_leakage(rows: list[dict]) -> None:
             for r in part
         )
         print(f"leakage {name:8s}: {leaked}/{len(part)} questions contain a keyword phrase")
+
+
+def _passage_recall(mode: str) -> dict[str, float]:
+    """Passage-level recall at PASSAGE_K on PASSAGE_SET, and the words those passages take."""
+    from memory import selectors
+
+    rows = [json.loads(line) for line in (DATA / PASSAGE_SET).open()]
+    found = 0
+    words = []
+    for row in rows:
+        passages = selectors.passages_search(
+            query=row["question"], k=PASSAGE_K, mode=mode, cache=False
+        )
+        hit = any(
+            p.slug == row["slug"] and row["phrase"] in " ".join(p.text.split()) for p in passages
+        )
+        found += hit
+        words.append(sum(len(p.text.split()) for p in passages))
+        if not hit:
+            print(f"  {mode} passage miss {row['question']!r} ({row['slug']}: {row['phrase']!r})")
+    words.sort()
+    recall = round(found / len(rows), 4)
+    print(
+        f"{mode:7s} passages n={len(rows)} passage_recall@{PASSAGE_K}={recall:.3f} "
+        f"words p50={words[len(words) // 2]} max={words[-1]}"
+    )
+    return {
+        "passage_recall_at_k": recall,
+        "passage_k": PASSAGE_K,
+        "passage_words_p50": words[len(words) // 2],
+        "passage_words_max": words[-1],
+    }
 
 
 def main() -> None:
@@ -100,6 +140,7 @@ def main() -> None:
                 if name == "heldout"
                 else {f"{name}_recall_at_1": r1, f"{name}_recall_at_3": r3}
             )
+        results[mode].update(_passage_recall(mode))
         timings = []
         embeddings.clear_query_cache()
         for row in rows:
