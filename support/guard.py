@@ -125,7 +125,10 @@ def _claims(pattern: re.Pattern[str], sentence: str) -> bool:
 _DATE_PROMISE = re.compile(
     r"\b(by|on|before|until)\s+(monday|tuesday|wednesday|thursday|friday|saturday|sunday|"
     r"tomorrow|tonight|the end of (?:the )?(?:day|week|month)|"
-    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d{1,2})\b"
+    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d{1,2}|"
+    # 5 December, the 15th of December, 15/12, 15.12.
+    r"(?:the\s+)?\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?"
+    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*|\d{1,2}[./]\d{1,2}(?:[./]\d{2,4})?)\b"
     r"|\b(today|tomorrow|tonight|immediately|right away|instantly)\b"
     r"|\b(?:next|this) (?:week|month|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b"
     # German, Spanish, French

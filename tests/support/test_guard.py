@@ -276,6 +276,9 @@ def test_the_customers_own_identifiers_pass(email, identifier):
         "Your refund will appear in 4 business days.",
         "The refund is credited within 21 days.",
         "Your refund will arrive next week.",
+        "Your refund will arrive on 5 December.",
+        "The money will be back by the 15th of December.",
+        "You will receive the refund by 15/12.",
         "You will get the money back on Monday.",
         "Ihre Erstattung kommt bis Freitag an.",
         "Recibirás el reembolso mañana.",
@@ -396,11 +399,6 @@ def test_a_clean_redraft_is_sent_instead_of_the_false_claim(faq_model):
     assert LLMCall.objects.filter(ticket_id=str(ticket.pk), purpose="reply_redraft").count() == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="support/lanes/faq.py stores the model's draft in the semantic cache before the guard "
-    "sees it: a draft the guard replaced is served again from the cache to the next customer",
-)
 def test_a_draft_the_guard_replaced_is_not_cached_for_the_next_customer(faq_model, settings):
     settings.SUPPORT_SEMANTIC_CACHE = True
     question = "How long do refunds take to reach a credit card?"
