@@ -15,7 +15,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from ledgerly.llm.simulator.brain import money_text, questions_in
+from ledgerly.llm.simulator.brain import money_text, questions_in, search_query
 
 from .test_support_shape import PROPOSED, SEEDS, _charge, _results, _run
 
@@ -211,3 +211,58 @@ def test_a_refund_request_with_a_question_is_proposed_and_the_question_answered(
     assert "$49.00" in answer
     assert "PDF" in answer
     assert "[invoices]" in answer
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_refused_refund_is_explained_and_the_other_question_still_answered(
+    client: anthropic.Anthropic, seed: int
+) -> None:
+    old = [_charge("ch_t_4", "19.00", "2026-10-01")]
+    why = "Monthly plans are refunded within 14 days of the charge; this one is 61 days old."
+
+    calls, answer = _run(
+        client,
+        seed,
+        user="I want my money back for the last charge, and tell me how long an unpaid account "
+        "stays usable.",
+        results=_with(list_charges={"charges": old}),
+        errors=frozenset({"propose_refund"}),
+        error_payloads={"propose_refund": {"error": f"the refund policy does not allow it: {why}"}},
+    )
+
+    assert calls[-1][0] == "propose_refund"
+    assert "search_help_center" in [name for name, _ in calls]
+    assert why.rstrip(".") in answer
+    assert "read-only" in answer
+    assert "[failed-payments]" in answer
+
+
+def test_a_request_to_confirm_something_is_a_question_of_its_own() -> None:
+    asked = questions_in("Can you see our VAT ID on file, and confirm the last invoice had no VAT?")
+
+    assert asked == ["Can you see our VAT ID on file", "confirm the last invoice had no VAT?"]
+
+
+@pytest.mark.parametrize(
+    ("question", "query"),
+    [
+        ("Posso esportare tutti i dati prima di disdire?", "export data cancel"),
+        ("How long until my refund shows up?", "How long until my refund shows up?"),
+    ],
+    ids=["italian_in_english_words", "english_as_asked"],
+)
+def test_the_help_center_is_searched_in_english_words(question: str, query: str) -> None:
+    assert search_query(question) == query
+
+
+def test_a_question_in_italian_is_searched_in_english(client: anthropic.Anthropic) -> None:
+    calls, _ = _run(
+        client,
+        0,
+        user="Posso esportare tutti i dati prima di disdire? E quando finisce il mio abbonamento?",
+        results=_with(),
+    )
+
+    queries = [args["query"] for name, args in calls if name == "search_help_center"]
+    assert "export data cancel" in queries
+    assert len(queries) == 2

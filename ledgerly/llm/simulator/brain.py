@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from . import lexicon
 from .context import (
     CHARGE_ID,
     CUSTOMER_ID,
@@ -55,9 +56,12 @@ from .context import (
 )
 from .language import (
     ASKING,
+    FOLDED_WORD,
     GENERIC_WEIGHT,
+    STOPWORDS,
     Concept,
     Signals,
+    _compound,
     asks_quantity,
     focus,
     fold,
@@ -809,6 +813,27 @@ NEXT_QUESTION = re.compile(
 )
 
 
+def search_query(question: str) -> str:
+    """What a model types into an English help center for `question`: its own words, or for a
+    question in Spanish, German, French, Portuguese or Italian, its billing words in English
+    ("posso esportare tutti i dati?" -> "export data"), as retrieval reads English articles."""
+    english: list[str] = []
+    content = 0
+    for token in FOLDED_WORD.findall(fold(question)):
+        if token in STOPWORDS or token in lexicon.FOREIGN_STOPWORDS:
+            continue
+        content += 1
+        meant = lexicon.FOREIGN.get(token) or _compound(token)
+        if meant and meant != token:
+            english.append(meant)
+    words = " ".join(dict.fromkeys(english))
+    if not english:
+        return question
+    if len(english) >= 2 and len(english) >= 0.3 * content:
+        return words
+    return f"{words}: {question}"  # a few words known: they lead, the question follows
+
+
 def questions_in(text: str) -> list[str]:
     """The questions of a customer's message, one by one (a message often asks several)."""
     found: list[str] = []
@@ -959,11 +984,13 @@ class Agent:
         asked = self.ctx.last_user_text[:300]
         prop = next((p for p, v in args.items() if v == asked), None)
         wanted = questions_in(self.ctx.last_user_text)
-        if "search" not in low or "memor" in low or prop is None or len(wanted) < 2:
+        if "search" not in low or "memor" in low or prop is None:
             return [(name, args)]
+        if len(wanted) < 2:
+            return [(name, {**args, prop: search_query(args[prop])})]
         sub = ((tool.get("input_schema") or {}).get("properties") or {}).get(prop) or {}
         limit = sub.get("maxLength") if isinstance(sub.get("maxLength"), int) else 300
-        return [(name, {**args, prop: q[:limit]}) for q in wanted[:3]]
+        return [(name, {**args, prop: search_query(q)[:limit]}) for q in wanted[:3]]
 
     @staticmethod
     def _waits(
