@@ -36,7 +36,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from billing.models import (
@@ -245,14 +245,55 @@ def refund_request_create(
         if existing is not None:
             return existing
 
+    with transaction.atomic():
+        # Requests for one charge are made one at a time: each sees what the others asked for.
+        charge = Charge.objects.select_for_update().select_related("customer").get(pk=charge.pk)
+        if idempotency_key:
+            existing = _request_made_with_key(key=idempotency_key, charge=charge, amount=asked)
+            if existing is not None:
+                return existing
+        return _refund_request_decide_and_insert(
+            customer=customer,
+            charge=charge,
+            asked=asked,
+            proposed_by=proposed_by,
+            reason=reason,
+            source=source,
+            idempotency_key=idempotency_key,
+            at=at,
+        )
+
+
+def _refund_request_decide_and_insert(
+    *,
+    customer: Customer,
+    charge: Charge,
+    asked: Decimal | None,
+    proposed_by: str,
+    reason: str,
+    source: str,
+    idempotency_key: str | None,
+    at: dt.datetime,
+) -> RefundRequest:
     evidence, decision = _evidence(charge=charge, at=at)
     if not decision.refundable:
         raise RefundNotAllowed(decision.reason)
-    amount = decision.refundable_amount if asked is None else asked
-    if amount <= 0 or amount > decision.refundable_amount:
+    # What undecided or approved requests already ask for is not available again (the policy's
+    # figure counts only refunds that were made or are being made).
+    requested = RefundRequest.objects.filter(
+        charge=charge, state__in=[RefundRequestState.PROPOSED, RefundRequestState.APPROVED]
+    ).aggregate(total=Sum("amount"))["total"] or Decimal(0)
+    available = decision.refundable_amount - requested
+    if available <= 0:
+        raise RefundNotAllowed(
+            f"a refund of {requested} {decision.currency} is already requested for this charge"
+        )
+    amount = available if asked is None else asked
+    if amount <= 0 or amount > available:
         raise RefundNotAllowed(
             f"amount {amount} is not between 0 and the refundable "
-            f"{decision.refundable_amount} {decision.currency}"
+            f"{available} {decision.currency}"
+            + (f" ({requested} already requested)" if requested else "")
         )
     auto = decision.auto_approvable and amount <= Decimal(settings.REFUND_AUTO_APPROVE_LIMIT)
     try:

@@ -15,6 +15,7 @@ from ledgerly.llm import conf as llm_conf
 from ledgerly.llm import prompt_registry
 from memory import selectors as memory_selectors
 from memory import services as memory_services
+from support import guard
 from support.steps import Reply, StepEnv, StepOutcome
 
 PROMPT = "faq_answer"
@@ -75,7 +76,12 @@ def answer_question(env: StepEnv, question: str) -> tuple[Reply, dict[str, objec
     if not cited:
         # Nothing from the help center backs the draft: say so rather than pass on a guess.
         return Reply(NOT_FOUND), {**detail, "found": False}
-    if settings.SUPPORT_SEMANTIC_CACHE:
+    if (
+        settings.SUPPORT_SEMANTIC_CACHE
+        and guard.check(text=text, customer=env.customer, refund_request=None).ok
+    ):
+        # Only a draft the guard lets through is kept for other customers (the runner guards
+        # this reply itself; a draft it would replace must not be served from the cache).
         try:
             memory_services.semantic_cache_store(
                 question=question,

@@ -285,6 +285,27 @@ def _decide(env: StepEnv, charge: Charge, how: str, state: dict[str, Any]) -> St
             ),
             detail=detail,
         )
+    elsewhere = (
+        billing_selectors.refund_requests_for_customer(customer=env.customer)
+        .filter(charge=charge, state__in=[RefundRequestState.PROPOSED, RefundRequestState.APPROVED])
+        .exclude(source=f"ticket:{env.ticket.pk}")
+        .first()
+    )
+    if elsewhere is not None:
+        # Asked before, in another conversation: that request stands; no second one.
+        return StepOutcome(
+            kind="refund_exists",
+            state={**state, "refund_request": elsewhere.pk},
+            next="await_approval"
+            if elsewhere.state == RefundRequestState.PROPOSED
+            else "await_customer",
+            reply=Reply(
+                f"A refund for invoice {charge.invoice.number} has already been requested. "
+                f"{status_text(elsewhere)}"
+            ),
+            refund_request_id=elsewhere.pk,
+            detail={**detail, "refund_request": elsewhere.pk, "existing": True},
+        )
     asked = _asked_amount(env.message, charge, decision.refundable_amount)
     try:
         request = _create(env, charge, decision.reason, asked)

@@ -23,7 +23,7 @@ from billing.models import Charge, Customer, RefundRequest, RefundRequestState
 from ledgerly.llm import prompt_registry
 from ledgerly.llm.models import LLMCall
 from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
-from memory.models import Message, MessageRole
+from memory.models import Message, MessageRole, SemanticCacheEntry
 from support import guard
 from support.models import GuardIntervention, Ticket
 from tests.support.conftest import ask
@@ -404,8 +404,11 @@ def test_a_draft_the_guard_replaced_is_not_cached_for_the_next_customer(faq_mode
     question = "How long do refunds take to reach a credit card?"
     faq_model(f"{CLAIM}.")
     ask(EMMA, question)
+    # The draft the guard refused was not kept for anyone.
+    assert not SemanticCacheEntry.objects.filter(answer__icontains="has been issued").exists()
     faq_model("Refunds take 5-10 business days to appear.")
 
     second = ask(JONAS, question)
 
-    assert not GuardIntervention.objects.filter(ticket=second).exists()
+    assert CLAIM not in second.reply
+    assert second.reply == "Refunds take 5-10 business days to appear."
