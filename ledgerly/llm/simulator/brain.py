@@ -986,10 +986,13 @@ class Agent:
         wanted = questions_in(self.ctx.last_user_text)
         if "search" not in low or "memor" in low or prop is None:
             return [(name, args)]
-        if len(wanted) < 2:
-            return [(name, {**args, prop: search_query(args[prop])})]
         sub = ((tool.get("input_schema") or {}).get("properties") or {}).get(prop) or {}
         limit = sub.get("maxLength") if isinstance(sub.get("maxLength"), int) else 300
+        if len(wanted) < 2:
+            # The one question, not the request around it ("refund the double charge, and how
+            # many invoices can I send?" searches for the invoices; the refund tool has the rest).
+            asked = wanted[0] if wanted and len(wanted[0]) >= 12 else args[prop]
+            return [(name, {**args, prop: search_query(asked)[:limit]})]
         return [(name, {**args, prop: search_query(q)[:limit]}) for q in wanted[:3]]
 
     @staticmethod
