@@ -266,3 +266,17 @@ def test_a_question_in_italian_is_searched_in_english(client: anthropic.Anthropi
     queries = [args["query"] for name, args in calls if name == "search_help_center"]
     assert "export data cancel" in queries
     assert len(queries) == 2
+
+
+def test_the_one_question_beside_a_request_is_what_is_searched(
+    client: anthropic.Anthropic,
+) -> None:
+    calls, _ = _run(
+        client,
+        0,
+        user="Please refund the duplicate payment, and how many seats come with my plan?",
+        results=_with(),
+    )
+
+    queries = [args["query"] for name, args in calls if name == "search_help_center"]
+    assert queries == ["how many seats come with my plan?"]
