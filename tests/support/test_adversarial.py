@@ -296,16 +296,7 @@ LIVE = (RefundRequestState.PROPOSED, RefundRequestState.APPROVED, RefundRequestS
 @pytest.mark.parametrize(
     ("through_agent", "send"),
     [
-        pytest.param(
-            False,
-            in_a_new_ticket,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="billing.services.refund_request_create does not count the charge's live "
-                "requests: a second ticket's refund workflow gets a second request for the full "
-                "amount (two auto-approved ones for Ben's $19 duplicate)",
-            ),
-        ),
+        (False, in_a_new_ticket),
         (False, in_the_same_ticket),
         (True, in_a_new_ticket),
         (True, in_the_same_ticket),
