@@ -8,7 +8,9 @@ from django.conf import settings
 @pytest.fixture
 def redis_client():
     """The run's real Redis, emptied before each test that uses it."""
-    client = redis_lib.Redis.from_url(settings.REDIS_URL)
+    # Tests block on lists for up to a minute (process barriers): longer than redis-py's
+    # default socket timeout, which a busy machine reaches while children start.
+    client = redis_lib.Redis.from_url(settings.REDIS_URL, socket_timeout=120)
     client.flushdb()
     yield client
     client.close()
