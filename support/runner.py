@@ -63,6 +63,10 @@ UNAVAILABLE_REPLY = (
     "I'm sorry, I can't prepare an answer right now. I've passed your message to a human on our "
     "support team, who will reply here."
 )
+WITH_STAFF_REPLY = (
+    "Thanks, I've added this to your conversation with our support team; a member of the team "
+    "will reply here. Staff work Monday to Friday, 08:00-18:00 CET."
+)
 CLARIFY_REPLY = (
     "Thanks for getting in touch. So I can help: is this about a charge or refund on your "
     "account, a question about how Ledgerly billing works, or something else?"
@@ -237,6 +241,14 @@ def _commit(
 
 
 # --- one step ----------------------------------------------------------------------------------
+def _with_staff(ticket: Ticket) -> bool:
+    from support.models import Escalation, EscalationState
+
+    return Escalation.objects.filter(
+        ticket=ticket, state__in=[EscalationState.OPEN, EscalationState.CLAIMED]
+    ).exists()
+
+
 def _kill_switch_on(ticket: Ticket) -> bool:
     return KillSwitch.objects.filter(
         Q(scope=KillSwitchScope.GLOBAL)
@@ -339,6 +351,9 @@ def _compute(run: Run, ticket: Ticket, checkpoint: dict[str, Any]) -> tuple[Step
     fresh = bool(checkpoint.get("fresh"))
     if _kill_switch_on(ticket):
         return _human("kill_switch", "a kill switch is on", PAUSED_REPLY), env
+    if fresh and _with_staff(ticket):
+        # A person has this conversation: the assistant does not answer over their head.
+        return _human("with_staff", "the customer wrote again", WITH_STAFF_REPLY), env
     if fresh and router.wants_human(env.message):
         outcome = _human("customer_asked", "the customer asked for a human", HUMAN_REPLY)
         if not ticket.first_lane:

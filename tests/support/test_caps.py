@@ -273,12 +273,6 @@ def test_every_model_call_of_a_ticket_carries_its_run_and_customer(sim_gateway, 
     assert set(calls.values_list("customer_id", flat=True)) == {ticket.customer.ref}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="support/runner.py routes a follow-up on an escalated ticket afresh: the ticket moves "
-    "from escalated to answered while its escalation stays open, and the FAQ reply offers to pass "
-    "it to a human it is already with",
-)
 def test_a_follow_up_on_a_capped_ticket_stays_with_staff(sim_gateway, settings):
     settings.SUPPORT_AGENT_MAX_TURNS = 2
     sim_gateway(transport=NeverStops())
