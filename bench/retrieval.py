@@ -30,6 +30,7 @@ as `dev_*`, `fresh_*`, `fresh2_*` and `all_*`, and `search_p50_ms`: one uncached
 from __future__ import annotations
 
 import json
+from typing import Literal
 import re
 import time
 
@@ -68,7 +69,7 @@ def _print_leakage(rows: list[dict]) -> None:
         print(f"leakage {name:8s}: {leaked}/{len(part)} questions contain a keyword phrase")
 
 
-def _passage_recall(mode: str) -> dict[str, float]:
+def _passage_recall(mode: Literal["vector", "hybrid"]) -> dict[str, float]:
     """Passage-level recall at PASSAGE_K on PASSAGE_SET, and the words those passages take."""
     from memory import selectors
 
