@@ -30,9 +30,9 @@ as `dev_*`, `fresh_*`, `fresh2_*` and `all_*`, and `search_p50_ms`: one uncached
 from __future__ import annotations
 
 import json
-from typing import Literal
 import re
 import time
+from typing import Literal
 
 from memory_harness import DATA, setup_django
 
