@@ -187,8 +187,10 @@ def _commit(
     started: dt.datetime,
     wake_at: dt.datetime | None = None,
     wait_reason: str = "",
+    enqueue: bool = True,
 ) -> None:
-    """Commit one step: the step row, the checkpoint, the ticket, the reply, the escalation."""
+    """Commit one step: the step row, the checkpoint, the ticket, the reply, the escalation.
+    With `enqueue=False` the caller takes the next step itself (see `advance`)."""
     with transaction.atomic():
         changed = Run.objects.filter(
             pk=run.pk, step=expected, status=RunStatus.RUNNING, lease_owner=WORKER
@@ -236,7 +238,7 @@ def _commit(
             # A message arrived while this step ran: answer it next.
             Run.objects.filter(pk=run.pk).update(status=RunStatus.READY)
             status = RunStatus.READY
-        if status == RunStatus.READY:
+        if status == RunStatus.READY and enqueue:
             _enqueue(run, expected + 1)
 
 
@@ -402,6 +404,10 @@ def advance(*, run_id: int, step: int) -> str:
         checkpoint = begun
     try:
         outcome, env = _compute(run, ticket, checkpoint)
+        # A route decided without a model (rules, exemplars) took milliseconds: its lane step
+        # follows in this task instead of a round trip through the broker (each step is still
+        # committed on its own, and a lost worker's step is still taken over by the sweep).
+        inline = outcome.kind == "route" and not env.calls and outcome.next == "continue"
         _apply(
             run=run,
             ticket=ticket,
@@ -410,7 +416,10 @@ def advance(*, run_id: int, step: int) -> str:
             outcome=outcome,
             env=env,
             started=started,
+            enqueue=not inline,
         )
+        if inline:
+            return f"{outcome.kind}+{advance(run_id=run_id, step=step + 1)}"
         return outcome.kind
     except llm.Defer as exc:
         _wait(
@@ -460,6 +469,7 @@ def _apply(
     outcome: StepOutcome,
     env: StepEnv,
     started: dt.datetime,
+    enqueue: bool = True,
 ) -> None:
     new = {**checkpoint, "fresh": False, "retries": 0}
     versions = dict(new.get("versions") or {})
@@ -522,6 +532,7 @@ def _apply(
         tokens=env.tokens,
         cost=env.cost_usd,
         started=started,
+        enqueue=enqueue,
     )
 
 

@@ -19,8 +19,6 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
-from django.core.management import call_command
-from django.test import TransactionTestCase
 from django.utils import timezone
 
 from billing import policy
@@ -41,18 +39,10 @@ from support.models import Run, RunStep, Ticket
 from tests.support.conftest import ask, drive
 
 
-@pytest.fixture(scope="module")
-def seeded(django_db_setup, django_db_blocker) -> Iterator[None]:
-    """The demo world, seeded once for the module and flushed after it (see test_guard.py)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(TransactionTestCase, "_fixture_teardown", lambda self: None)
-        with django_db_blocker.unblock():
-            call_command("seed_demo", verbosity=0)
-            call_command("ingest_helpcenter", verbosity=0)
-            call_command("seed_router_exemplars", verbosity=0)
-        yield
-    with django_db_blocker.unblock():
-        call_command("flush", verbosity=0, interactive=False)
+@pytest.fixture
+def seeded(seeded_world: int) -> int:
+    """The demo world, seeded once a module and flushed after it (see tests/support/conftest)."""
+    return seeded_world
 
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("seeded")]

@@ -13,8 +13,6 @@ from typing import Any
 
 import httpx2
 import pytest
-from django.core.management import call_command
-from django.test import TransactionTestCase
 from django.utils import timezone
 
 from billing import services as billing_services
@@ -35,20 +33,10 @@ ISLA = "isla.novak@example.com"
 JONAS = "jonas.berg@example.com"
 
 
-@pytest.fixture(scope="module")
-def seeded(django_db_setup, django_db_blocker) -> Iterator[None]:
-    """The demo world, seeded once for the module (seeding takes seconds; these cases take
-    milliseconds) and flushed after it. Each test is transactional (tickets and model calls need
-    real commits), so the per-test flush is skipped while this module runs."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(TransactionTestCase, "_fixture_teardown", lambda self: None)
-        with django_db_blocker.unblock():
-            call_command("seed_demo", verbosity=0)
-            call_command("ingest_helpcenter", verbosity=0)
-            call_command("seed_router_exemplars", verbosity=0)
-        yield
-    with django_db_blocker.unblock():
-        call_command("flush", verbosity=0, interactive=False)
+@pytest.fixture
+def seeded(seeded_world: int) -> int:
+    """The demo world, seeded once a module and flushed after it (see tests/support/conftest)."""
+    return seeded_world
 
 
 @pytest.fixture

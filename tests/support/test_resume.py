@@ -47,6 +47,7 @@ def test_a_run_killed_mid_step_finishes_on_another_worker_without_repeating_a_st
         text="I want a refund for my last invoice, and please reissue it with my VAT ID on it.",
     )
     run = Run.objects.get(ticket=ticket)
+
     # Let it commit a few steps (route, model turns, a tool batch), then kill it mid-call.
     def just_claimed() -> bool:
         # A step claimed under half a second ago: the model call (3 s) is still in flight.

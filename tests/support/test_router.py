@@ -14,9 +14,7 @@ from typing import Any
 
 import httpx2
 import pytest
-from django.core.management import call_command
 from django.db import connection
-from django.test import TransactionTestCase
 from django.utils import timezone
 
 from billing.demo import demo_customer_reset
@@ -33,18 +31,10 @@ ANA = "ana.lopez@example.com"
 UNCLEAR = "ok so about that thing"
 
 
-@pytest.fixture(scope="module")
-def seeded(django_db_setup, django_db_blocker) -> Iterator[None]:
-    """The demo world, seeded once for the module and flushed after it (see test_guard.py)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(TransactionTestCase, "_fixture_teardown", lambda self: None)
-        with django_db_blocker.unblock():
-            call_command("seed_demo", verbosity=0)
-            call_command("ingest_helpcenter", verbosity=0)
-            call_command("seed_router_exemplars", verbosity=0)
-        yield
-    with django_db_blocker.unblock():
-        call_command("flush", verbosity=0, interactive=False)
+@pytest.fixture
+def seeded(seeded_world: int) -> int:
+    """The demo world, seeded once a module and flushed after it (see tests/support/conftest)."""
+    return seeded_world
 
 
 @pytest.fixture
