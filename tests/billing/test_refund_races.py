@@ -151,7 +151,16 @@ def test_different_keys_racing_never_refund_more_than_the_charge(
     trial, make_approved_request, processor
 ):
     charge = factories.charge(charged_at=timezone.now() - dt.timedelta(days=1))  # 49.00
-    requests = [make_approved_request(charge=charge, amount=Decimal("20.00")) for _ in range(8)]
+    # Eight approved requests over-commit the charge on purpose: refund_request_create refuses to
+    # make more than is left, so the first two come from it and the rest are written as rows, as
+    # if approved before the others existed. issue_refund must still never refund past 49.00.
+    requests = [make_approved_request(charge=charge, amount=Decimal("20.00")) for _ in range(2)]
+    for n in range(6):
+        extra = RefundRequest.objects.get(pk=requests[0].pk)
+        extra.pk = None
+        extra.idempotency_key = f"{requests[0].idempotency_key}-extra-{n}"
+        extra.save()
+        requests.append(extra)
     processor.inject("latency", seconds=0.05, times=8)
 
     results = _race_in_threads(
