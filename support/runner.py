@@ -46,7 +46,7 @@ from support.models import (
     Ticket,
     TicketState,
 )
-from support.steps import EscalationDraft, Reply, StepEnv, StepOutcome
+from support.steps import EscalationDraft, Reply, StepEnv, StepOutcome, enqueue_step
 
 log = structlog.get_logger(__name__)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
@@ -94,15 +94,6 @@ def claim(*, run_id: int, step: int, now: dt.datetime | None = None) -> bool:
         )
         == 1
     )
-
-
-def _enqueue(run: Run, step: int, countdown: float | None = None) -> None:
-    from support.tasks import advance_run
-
-    if countdown:
-        transaction.on_commit(lambda: advance_run.apply_async((run.pk, step), countdown=countdown))
-    else:
-        transaction.on_commit(lambda: advance_run.delay(run.pk, step))
 
 
 def _pending_message(ticket: Ticket, answered_through: int) -> Message | None:
@@ -158,7 +149,7 @@ def _guarded(env: StepEnv, lane: str, reply: Reply, refund_request_id: int | Non
             if again.ok and redraft.text.strip():
                 return Reply(redraft.text.strip(), reply.sources)
             verdict = again
-        except (llm.LLMError, llm.ModelUnavailable):
+        except llm.LLMError:  # ModelUnavailable included
             pass
     GuardIntervention.objects.create(
         ticket=env.ticket,
@@ -239,7 +230,7 @@ def _commit(
             Run.objects.filter(pk=run.pk).update(status=RunStatus.READY)
             status = RunStatus.READY
         if status == RunStatus.READY and enqueue:
-            _enqueue(run, expected + 1)
+            enqueue_step(run_id=run.pk, step=expected + 1)
 
 
 # --- one step ----------------------------------------------------------------------------------
@@ -367,15 +358,15 @@ def _compute(run: Run, ticket: Ticket, checkpoint: dict[str, Any]) -> tuple[Step
                 outcome.lane, outcome.route = decision.lane, decision.as_dict()
         return outcome, env
     if timezone.now() >= env.ctx.deadline_at:
-        partial = StepOutcome(kind="cap", state=env.state, next="escalate")
-        state = env.state
         if checkpoint.get("lane") == Lane.AGENT:
-            return agent._capped(state, "wall_clock", "the run ran out of time"), env
-        partial.reply = Reply(agent.CAPPED_TAIL)
-        partial.escalation = EscalationDraft(
-            reason="cap_wall_clock", detail="the run ran out of time"
-        )
-        return partial, env
+            return agent.capped(env.state, "wall_clock", "the run ran out of time"), env
+        return StepOutcome(
+            kind="cap",
+            state=env.state,
+            next="escalate",
+            reply=Reply(agent.CAPPED_TAIL),
+            escalation=EscalationDraft(reason="cap_wall_clock", detail="the run ran out of time"),
+        ), env
     if checkpoint.get("phase") == "route":
         return _route(env), env
     return _lane_step(env, str(checkpoint.get("lane")), fresh), env
@@ -399,7 +390,7 @@ def advance(*, run_id: int, step: int) -> str:
             if _pending_message(ticket, int(checkpoint.get("answered_through", 0))) and (
                 Run.objects.filter(pk=run.pk, status=RunStatus.IDLE).update(status=RunStatus.READY)
             ):
-                _enqueue(run, step)
+                enqueue_step(run_id=run.pk, step=step)
             return "idle"
         checkpoint = begun
     try:

@@ -25,6 +25,7 @@ from support.models import (
     Ticket,
     TicketState,
 )
+from support.steps import enqueue_step
 
 MAX_MESSAGE_CHARS = 20_000
 
@@ -40,13 +41,6 @@ def _check_text(text: str) -> str:
     if len(cleaned) > MAX_MESSAGE_CHARS:
         raise IntakeError(f"the message is longer than {MAX_MESSAGE_CHARS} characters")
     return cleaned
-
-
-def _enqueue(run: Run) -> None:
-    from support.tasks import advance_run
-
-    step = run.step
-    transaction.on_commit(lambda: advance_run.delay(run.pk, step))
 
 
 def ticket_submit(
@@ -92,7 +86,7 @@ def ticket_submit(
                     conversation=conversation, role=MessageRole.CUSTOMER, content=cleaned
                 )
                 Run.objects.filter(pk=run.pk).update(status=RunStatus.READY)
-                _enqueue(run)
+                enqueue_step(run_id=run.pk, step=run.step)
                 return ticket
             message = memory_services.message_append(
                 conversation=ticket.conversation, role=MessageRole.CUSTOMER, content=cleaned
@@ -116,7 +110,7 @@ def ticket_submit(
                 Run.objects.filter(pk=run.pk).update(
                     status=RunStatus.READY, updated_at=timezone.now()
                 )
-                _enqueue(run)
+                enqueue_step(run_id=run.pk, step=run.step)
     except IntegrityError:
         if idempotency_key:
             existing = Ticket.objects.filter(
@@ -193,7 +187,7 @@ def dead_letter_retry(*, dead_letter: DeadLetter) -> bool:
         Run.objects.filter(pk=run.pk).update(status=RunStatus.READY, checkpoint=checkpoint)
         Ticket.objects.filter(pk=run.ticket_id).update(state=TicketState.IN_LANE)
         run.refresh_from_db()
-        _enqueue(run)
+        enqueue_step(run_id=run.pk, step=run.step)
     return True
 
 

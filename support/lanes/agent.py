@@ -57,7 +57,7 @@ def _start_state(env: StepEnv) -> dict[str, Any]:
     }
 
 
-def _capped(state: dict[str, Any], cap: str, detail: str) -> StepOutcome:
+def capped(state: dict[str, Any], cap: str, detail: str) -> StepOutcome:
     partial = str(state.get("last_text") or "").strip()
     text = f"{partial}\n\n{CAPPED_TAIL}" if partial else CAPPED_TAIL
     return StepOutcome(
@@ -101,11 +101,11 @@ def _transcript(state: dict[str, Any]) -> list[dict[str, Any]]:
 def _model_turn(env: StepEnv, state: dict[str, Any]) -> StepOutcome:
     run = env.run
     if state["turns"] >= settings.SUPPORT_AGENT_MAX_TURNS:
-        return _capped(state, "turns", f"the agent used its {state['turns']} turns")
+        return capped(state, "turns", f"the agent used its {state['turns']} turns")
     if Decimal(run.cost_usd) + env.cost_usd >= settings.SUPPORT_AGENT_MAX_COST_USD:
-        return _capped(state, "cost", f"the run cost ${run.cost_usd} of its cap")
+        return capped(state, "cost", f"the run cost ${run.cost_usd} of its cap")
     if run.tokens + env.tokens >= settings.SUPPORT_AGENT_MAX_TOKENS:
-        return _capped(state, "tokens", f"the run used {run.tokens} tokens of its cap")
+        return capped(state, "tokens", f"the run used {run.tokens} tokens of its cap")
     completion = env.complete(
         tier="large",
         purpose="agent",
@@ -169,11 +169,17 @@ def _model_turn(env: StepEnv, state: dict[str, Any]) -> StepOutcome:
     )
 
 
-def _run_read_only(scope: tools.ToolScope, call: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+def _read(scope: tools.ToolScope, call: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """A read-only tool's (result, is_error); a ToolResultInvalid propagates (escalation)."""
     try:
         return tools.run_tool(scope, call["name"], call["input"]), False
     except tools.ToolError as exc:
         return {"error": str(exc)}, True
+
+
+def _read_in_thread(scope: tools.ToolScope, call: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    try:
+        return _read(scope, call)
     finally:
         connection.close()  # this thread's own connection; the pool takes it back
 
@@ -182,7 +188,7 @@ def _tool_batch(env: StepEnv, state: dict[str, Any]) -> StepOutcome:
     calls: list[dict[str, Any]] = state["pending"]
     used = state["tool_calls"] + len(calls)
     if used > settings.SUPPORT_TOOL_CALL_LIMIT:
-        return _capped(
+        return capped(
             {**state, "pending": []},
             "tool_calls",
             f"{used} tool calls is above the anomaly limit of {settings.SUPPORT_TOOL_CALL_LIMIT}",
@@ -194,17 +200,12 @@ def _tool_batch(env: StepEnv, state: dict[str, Any]) -> StepOutcome:
         results[call["id"]] = ({"error": f"invalid input: {call['error']}"}, True)
     reads = [c for c in calls if not c.get("error") and c["name"] in tools.READ_ONLY]
     try:
-        if len(reads) > 1:
+        if len(reads) > 1:  # independent lookups of one turn run side by side
             with ThreadPoolExecutor(max_workers=min(len(reads), 4)) as pool:
-                for call, outcome in zip(
-                    reads, pool.map(lambda c: _run_read_only(scope, c), reads), strict=True
-                ):
-                    results[call["id"]] = outcome
-        for call in reads[:1] if len(reads) == 1 else []:
-            try:
-                results[call["id"]] = (tools.run_tool(scope, call["name"], call["input"]), False)
-            except tools.ToolError as exc:
-                results[call["id"]] = ({"error": str(exc)}, True)
+                outcomes = list(pool.map(lambda c: _read_in_thread(scope, c), reads))
+        else:
+            outcomes = [_read(scope, c) for c in reads]
+        results.update({call["id"]: o for call, o in zip(reads, outcomes, strict=True)})
         state = dict(state)
         for call in calls:
             if call["id"] in results:
@@ -250,7 +251,7 @@ def _tool_batch(env: StepEnv, state: dict[str, Any]) -> StepOutcome:
         "input_errors": state.get("input_errors", 0) + len(invalid),
     }
     if state["input_errors"] > 2:
-        return _capped(
+        return capped(
             state, "tool_input", "the model kept sending tool input that breaks the schema"
         )
     return StepOutcome(
