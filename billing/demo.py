@@ -575,6 +575,14 @@ def seed_users() -> int:
         ],
         ignore_conflicts=True,
     )
+    # Link each customer to its login once, by key (the username is the email at seeding).
+    users = dict(
+        User.objects.filter(username__in=[e for e, _ in customers]).values_list("username", "pk")
+    )
+    unlinked = list(Customer.objects.filter(user__isnull=True, email__in=list(users)))
+    for customer in unlinked:
+        customer.user_id = users[customer.email]
+    Customer.objects.bulk_update(unlinked, ["user"])
     count = len(customers)
     if not settings.PRODUCTION:
         staff, created = User.objects.get_or_create(

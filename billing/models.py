@@ -33,6 +33,15 @@ class Customer(models.Model):
     country = models.CharField(max_length=2, help_text="ISO 3166-1 alpha-2")
     currency = models.CharField(max_length=3, choices=Currency.choices)
     vat_id = models.CharField(max_length=32, blank=True)
+    # The sign-in that speaks for this customer. Linked once, by a real key: a staff edit of
+    # the user's email in the admin never moves a customer to another login.
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="customer",
+    )
     created_at = models.DateTimeField()
 
     class Meta:

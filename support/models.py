@@ -67,6 +67,14 @@ class Ticket(models.Model):
         RefundRequest, on_delete=models.PROTECT, null=True, blank=True, related_name="tickets"
     )
     idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    # What the first submission under `idempotency_key` said, so the same key with another body
+    # is told apart from a retry (a 409, not the old ticket).
+    idempotency_fingerprint = models.CharField(max_length=64, blank=True)
+    # The API key that opened the ticket (None: the chat or staff). An integration key that is
+    # not bound to one customer reads only the tickets it opened.
+    api_key = models.ForeignKey(
+        "ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="tickets"
+    )
     # The Message Batch that extracts what to remember once the conversation has gone quiet.
     memory_batch_key = models.CharField(max_length=200, blank=True)
     memories_saved_at = models.DateTimeField(null=True, blank=True)
@@ -292,3 +300,88 @@ class RefundNotice(models.Model):
 
     def __str__(self) -> str:
         return f"Ticket {self.ticket_id}: refund request {self.refund_request_id} {self.state}"
+
+
+# --- the surfaces: API keys, the staff audit trail, answer ratings ----------------------------
+class ApiScope(models.TextChoices):
+    TICKETS = "tickets", "Tickets (open, read and follow up on tickets)"
+    STAFF = "staff", "Staff (refund decisions, help-center articles)"
+
+
+class ApiKey(models.Model):
+    """A key for the REST API. Only a hash of the secret is stored; `prefix` (the part before
+    the dot, shown in lists and the audit trail) finds the row. A rotated key stays valid until
+    `expires_at`, which rotation sets to the end of the grace period; revoking is immediate."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=128)
+    scopes = models.JSONField(default=list, help_text="A list of ApiScope values")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="api_keys"
+    )
+    customer = models.ForeignKey(
+        Customer,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="api_keys",
+        help_text="Bound to this customer: it reads and writes only their tickets",
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    replaced_by = models.OneToOneField(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="replaces"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class AuditEntry(models.Model):
+    """One staff action: who, what, when, and through which page or key. Written in the same
+    transaction as the action it records; never edited."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="audit_entries"
+    )
+    action = models.CharField(max_length=60, help_text="refund_request.approve, ...")
+    target = models.CharField(max_length=100, help_text="refund_request:12, article:vat, ...")
+    detail = models.JSONField(default=dict, blank=True)
+    via = models.CharField(max_length=120, help_text="page:/staff/approvals/12, api_key:ab12cd…")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["target", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.actor_id} {self.action} {self.target}"
+
+
+class AnswerRating(models.Model):
+    """A customer's verdict on an answer. "helpful" counts as a confirmed resolution. One per
+    ticket message answered; rating again replaces the verdict."""
+
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="ratings")
+    message_seq = models.PositiveIntegerField(help_text="The conversation message rated")
+    helpful = models.BooleanField()
+    comment = models.TextField(blank=True)
+    lane = models.CharField(max_length=8, choices=Lane.choices, blank=True)
+    release = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["ticket", "message_seq"], name="rating_once_per_answer")
+        ]
+
+    def __str__(self) -> str:
+        verdict = "helpful" if self.helpful else "not helpful"
+        return f"Ticket {self.ticket_id} #{self.message_seq}: {verdict}"
