@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import TemplateView
 
 from ledgerly import health
@@ -10,5 +10,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("staff/", include("support.views.staff")),
+    path("", include("support.views.chat")),
+    # The plain home page, until the chat's own "" route takes its place.
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
 ]
