@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 
 from support.models import AuditEntry
 
 
 def audit_record(
     *,
-    actor: AbstractBaseUser,
+    actor: User,
     action: str,
     target: str,
     via: str,
