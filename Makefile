@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := docker-compose
+APT_PACKAGES := docker-compose chromium fonts-liberation
 
 .PHONY: install system-deps run test lint format bench clean
 
@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['ledgerly']['no-deps-dependencies']))")
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Debian packages the tests use (docker-compose validates the compose file offline).
+# Debian packages the tests use (docker-compose validates the compose file offline; the browser
+# tests drive Debian's chromium through Python playwright, never `playwright install`).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
