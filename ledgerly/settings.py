@@ -213,6 +213,18 @@ CELERY_BEAT_SCHEDULE["support-sweep-runs"] = {
     "schedule": SUPPORT_SWEEP_EVERY_SECONDS,
 }
 
+# --- REST API (/api/v1/) --------------------------------------------------------------------------
+# A rotated key stays valid this long beside its replacement, then it is refused.
+API_KEY_ROTATION_GRACE_SECONDS = env.integer("API_KEY_ROTATION_GRACE_SECONDS", 86400, minimum=0)
+# Requests per minute (a token bucket refilled continuously, holding one minute's worth) per API
+# key, and per customer whatever key or session speaks for them; over it: 429 with Retry-After.
+API_RATE_LIMIT_PER_KEY_PER_MINUTE = env.integer("API_RATE_LIMIT_PER_KEY_PER_MINUTE", 600, minimum=1)
+API_RATE_LIMIT_PER_CUSTOMER_PER_MINUTE = env.integer(
+    "API_RATE_LIMIT_PER_CUSTOMER_PER_MINUTE", 120, minimum=1
+)
+# Django refuses a request body larger than this (the API answers 413).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.integer("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=1024)
+
 # --- Demo -----------------------------------------------------------------------------------------
 DEMO_SIGNIN_ENABLED = env.boolean("DEMO_SIGNIN_ENABLED", not PRODUCTION)
 if PRODUCTION and DEMO_SIGNIN_ENABLED:
