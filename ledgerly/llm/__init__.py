@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ledgerly.llm.context import CallContext, Fallback, Tier
+from ledgerly.llm.context import CallContext, Fallback, Pins, Tier
 from ledgerly.llm.errors import (
     BudgetExhausted,
     CalledInsideTransaction,
@@ -46,6 +46,7 @@ __all__ = [
     "LLMError",
     "ModelCallFailed",
     "ModelUnavailable",
+    "Pins",
     "Tier",
     "ToolCall",
     "backend_description",

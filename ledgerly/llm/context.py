@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 # The model tier a caller asks for, and how far a call may fall back when it cannot be served:
 # "none" only the requested tier; "small" large -> small (the same as "none" for small);
@@ -26,11 +26,41 @@ LABEL_MAX_LENGTH = 64
 
 
 @dataclass(frozen=True, slots=True)
+class Pins:
+    """What a release pins for the calls of a run: a model id per tier and a version per prompt
+    name. A tier or prompt it does not name is served as configured (settings' model id, the
+    prompt file's current version). The gateway checks a pinned model is priced and limited."""
+
+    release: str  # the release's name (for logs and records)
+    models: tuple[tuple[str, str], ...] = ()  # (tier, exact model id)
+    prompts: tuple[tuple[str, int], ...] = ()  # (prompt name, version)
+
+    @classmethod
+    def of(cls, *, release: str, models: dict[str, str], prompts: dict[str, int]) -> Pins:
+        return cls(
+            release=release,
+            models=tuple(sorted((str(t), str(m)) for t, m in models.items())),
+            prompts=tuple(sorted((str(n), int(v)) for n, v in prompts.items())),
+        )
+
+    def model_for(self, tier: str) -> str | None:
+        return dict(self.models).get(tier)
+
+    def prompt_version(self, name: str) -> int | None:
+        return dict(self.prompts).get(name)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"release": self.release, "models": dict(self.models), "prompts": dict(self.prompts)}
+
+
+@dataclass(frozen=True, slots=True)
 class CallContext:
     run_id: str  # required, non-empty
     ticket_id: str  # "" only for runs not about a ticket (e.g. memory extraction)
     customer_ref: str  # billing Customer.ref ("cus_..."): the key of the customer budget
     deadline_at: dt.datetime  # timezone-aware wall-clock time
+    # The run's release: which model ids and prompt versions its calls use (None: as configured).
+    pins: Pins | None = None
 
     def __post_init__(self) -> None:
         for name in ("run_id", "ticket_id", "customer_ref"):
@@ -49,32 +79,43 @@ class CallContext:
             raise ValueError("CallContext.deadline_at must be a datetime")
         if self.deadline_at.utcoffset() is None:
             raise ValueError("CallContext.deadline_at must be timezone-aware")
+        if self.pins is not None and not isinstance(self.pins, Pins):
+            raise ValueError("CallContext.pins must be a Pins")
 
     def seconds_left(self, now: dt.datetime | None = None) -> float:
         """Seconds until the deadline (0.0 once it has passed)."""
         now = now or dt.datetime.now(dt.UTC)
         return max(0.0, (self.deadline_at - now).total_seconds())
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form (for a checkpoint or a task's arguments); `from_dict` reverses it."""
-        return {
+        d: dict[str, Any] = {
             "run_id": self.run_id,
             "ticket_id": self.ticket_id,
             "customer_ref": self.customer_ref,
             "deadline_at": self.deadline_at.isoformat(),
         }
+        if self.pins is not None:
+            d["pins"] = self.pins.as_dict()
+        return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, str]) -> CallContext:
+    def from_dict(cls, d: dict[str, Any]) -> CallContext:
         try:
             deadline_at = dt.datetime.fromisoformat(d["deadline_at"])
+            pins = d.get("pins")
             return cls(
                 run_id=d["run_id"],
                 ticket_id=d["ticket_id"],
                 customer_ref=d["customer_ref"],
                 deadline_at=deadline_at,
+                pins=None
+                if pins is None
+                else Pins.of(
+                    release=pins["release"], models=pins["models"], prompts=pins["prompts"]
+                ),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a CallContext: {d!r}") from exc
 
     @classmethod

@@ -330,7 +330,11 @@ class Gateway:
             # The call record could not hold it: refuse before the provider charges.
             raise ModelCallFailed(f"purpose must be at most {limit} characters")
         check_outside_transaction("llm.complete()")
-        loaded = prompt_registry.get(prompt)
+        # A run's release pins the prompt version and the model id of each tier (ctx.pins).
+        pins = ctx.pins
+        loaded = prompt_registry.get(prompt, None if pins is None else pins.prompt_version(prompt))
+        for each in chain:
+            self.model_of(ctx, each)  # a pinned model without a price or a limit: refused here
         request = self.build_request(
             prompt=loaded,
             messages=messages,
@@ -390,7 +394,7 @@ class Gateway:
         the step acquires is held by its lease, which gives back whatever is left on the way
         out, however the step ends."""
         step_tier = chain[index]
-        model = self.config.models[step_tier]
+        model = self.model_of(call.ctx, step_tier)
         candidates = self._candidates(call, chain, index)
         with StepLease(self.guards, model=model, limits=self.config.limits_for(model)) as lease:
             fast = self.guards.admit(
@@ -427,7 +431,7 @@ class Gateway:
                     global_fraction=round(reservation.global_fraction, 4),
                 )
                 index += reservation.index
-                step_tier, model = chain[index], self.config.models[chain[index]]
+                step_tier, model = chain[index], self.model_of(call.ctx, chain[index])
                 lease.move_to(model, self.config.limits_for(model))
                 admission = self.breaker.admit(model)
                 if admission.verdict is Verdict.OPEN:
@@ -444,12 +448,25 @@ class Gateway:
                     raise
             return self._call_model(call, chain, index, lease)
 
+    def model_of(self, ctx: CallContext, tier: str) -> str:
+        """The model id serving `tier` for `ctx`'s run: its release's pin, else the setting."""
+        pins = ctx.pins
+        pinned = None if pins is None else pins.model_for(tier)
+        if pins is None or pinned is None:
+            return self.config.models[tier]
+        if pinned not in self.config.prices or model_family(pinned) not in self.config.rate_limits:
+            raise ModelCallFailed(
+                f"release {pins.release!r} pins {tier}={pinned!r}, which has no price or "
+                "rate limit (LLM_PRICES_JSON, LLM_RATE_LIMITS_JSON)"
+            )
+        return pinned
+
     def _candidates(self, call: _Call, chain: list[str], index: int) -> list[Candidate]:
         """Worst cases of chain[index:], in order: the budget takes the first that fits."""
         return [
             Candidate(
                 micro_usd=worst_case_micro_usd(
-                    self.config.price(self.config.models[tier]),
+                    self.config.price(self.model_of(call.ctx, tier)),
                     prompt_tokens=call.prompt_tokens,
                     max_tokens=call.max_tokens,
                 ),

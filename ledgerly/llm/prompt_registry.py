@@ -13,6 +13,11 @@ Each file starts with front matter naming it and its version:
     ---
     The system prompt text...
 
+Other versions of a prompt may sit beside it as `<name>@<version>.md` (same front matter): a
+candidate release's new text, or an older text a release still pins. `get(name)` is the plain
+file's version (what runs without a release); `get(name, version=N)` is version N from whichever
+file holds it. Every version is locked.
+
 The content hash (sha256 of the text) is computed, and each directory's own `LOCK.json` records
 the hash of each of its name@version: changing a prompt's text means bumping its version and
 re-locking (`python -m ledgerly.llm.prompt_registry --lock`, which relocks every directory); the
@@ -61,10 +66,13 @@ def parse(path: Path) -> Prompt:
         if sep:
             meta[key.strip()] = value.strip()
     name, version = meta.get("name", ""), meta.get("version", "")
-    if name != path.stem:
+    stem, at, pinned = path.stem.partition("@")
+    if name != stem:
         raise PromptError(f"{path.name}: front matter name {name!r} must match the file name")
     if not version.isdigit() or int(version) < 1:
         raise PromptError(f"{path.name}: version must be a positive integer, got {version!r}")
+    if at and pinned != version:
+        raise PromptError(f"{path.name}: front matter version {version} must match the file name")
     text = match["body"].strip() + "\n"
     return Prompt(
         name=name,
@@ -89,6 +97,8 @@ def _files() -> dict[str, Path]:
     files: dict[str, Path] = {}
     for directory in prompt_dirs():
         for path in sorted(directory.glob("*.md")):
+            if "@" in path.stem:
+                continue  # another version of a prompt (see _version_files)
             other = files.setdefault(path.stem, path)
             if other != path:
                 raise PromptError(
@@ -98,14 +108,28 @@ def _files() -> dict[str, Path]:
     return files
 
 
-@functools.cache
-def get(name: str) -> Prompt:
-    """The prompt named `name` (read once per process)."""
-    if not re.fullmatch(r"[a-z0-9_]+", name):
-        raise PromptError(f"bad prompt name {name!r}")
+def _version_file(name: str, version: int) -> Path | None:
+    """The file holding version `version` of prompt `name`: the plain file when it is that
+    version, else `<name>@<version>.md` in the plain file's directory."""
     path = _files().get(name)
     if path is None:
-        raise PromptError(f"no prompt file {name}.md in any app's prompts/ directory")
+        return None
+    if parse(path).version == version:
+        return path
+    other = path.parent / f"{name}@{version}.md"
+    return other if other.is_file() else None
+
+
+@functools.cache
+def get(name: str, version: int | None = None) -> Prompt:
+    """The prompt named `name` (read once per process): the plain file's version, or with
+    `version` that version (a release pins it)."""
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        raise PromptError(f"bad prompt name {name!r}")
+    path = _files().get(name) if version is None else _version_file(name, version)
+    if path is None:
+        which = f"{name}.md" if version is None else f"{name}@{version}"
+        raise PromptError(f"no prompt file {which} in any app's prompts/ directory")
     prompt = parse(path)
     locked = read_lock(path.parent).get(prompt.ref)
     if locked is not None and locked != prompt.sha256:
@@ -119,8 +143,21 @@ def get(name: str) -> Prompt:
 
 
 def all_prompts() -> list[Prompt]:
-    """Every prompt of every app, by name."""
-    return [parse(path) for _name, path in sorted(_files().items())]
+    """Every prompt version of every app, by name and version."""
+    found: list[Prompt] = []
+    for _name, path in sorted(_files().items()):
+        found.append(parse(path))
+        found.extend(parse(other) for other in path.parent.glob(f"{path.stem}@*.md"))
+    refs = [p.ref for p in found]
+    twice = sorted({ref for ref in refs if refs.count(ref) > 1})
+    if twice:
+        raise PromptError(f"{', '.join(twice)} is kept in two files: a version lives in one")
+    return sorted(found, key=lambda p: (p.name, p.version))
+
+
+def versions(name: str) -> list[int]:
+    """The versions of prompt `name` kept in the repo (a release may pin any of them)."""
+    return [p.version for p in all_prompts() if p.name == name]
 
 
 def read_lock(directory: Path | None = None) -> dict[str, str]:
