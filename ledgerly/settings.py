@@ -49,6 +49,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request's trace and request id cover everything after it (ledgerly/tracing.py).
+    "ledgerly.observability.TraceMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -364,11 +366,19 @@ LOG_FORMAT = env.string(
 )
 SENTRY_DSN = env.optional_string("SENTRY_DSN")
 SENTRY_TRACES_SAMPLE_RATE = env.floating("SENTRY_TRACES_SAMPLE_RATE", 0.0)
+# OpenTelemetry: spans are exported (OTLP over HTTP) only when an endpoint is set; the exporter
+# reads the other standard OTEL_EXPORTER_OTLP_* variables (headers, timeout) itself.
+OTEL_EXPORTER_OTLP_ENDPOINT = env.optional_string("OTEL_EXPORTER_OTLP_ENDPOINT")
+OTEL_SERVICE_NAME = env.string("OTEL_SERVICE_NAME", "ledgerly")
+# Prometheus: PROMETHEUS_MULTIPROC_DIR (read by prometheus-client itself, before any metric is
+# made) lets /metrics sum every process of a machine; METRICS_PORT serves a worker machine's.
 
 from ledgerly.observability import configure_logging, configure_sentry  # noqa: E402
+from ledgerly.tracing import configure_tracing  # noqa: E402
 
 LOGGING_CONFIG = None
 configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+configure_tracing(service_name=OTEL_SERVICE_NAME, otlp_endpoint=OTEL_EXPORTER_OTLP_ENDPOINT)
 configure_sentry(
     dsn=SENTRY_DSN, environment=LEDGERLY_ENV, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE
 )
