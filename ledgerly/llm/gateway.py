@@ -28,7 +28,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -213,6 +213,33 @@ class _Call:
     extra_headers: dict[str, str]
     prompt_tokens: int
     recorder: CallRecorder
+    # Streaming: the text deltas go to on_text as they arrive; on_restart is called before an
+    # attempt that follows one which had already sent text (a fallback model starts over).
+    on_text: Callable[[str], None] | None = None
+    on_restart: Callable[[], None] | None = None
+    sent_text: bool = False
+
+    def emit(self, text: str) -> None:
+        """Pass a delta on; a failing callback is logged and dropped, never fails the call
+        (what the call costs and records must not depend on a live view of it)."""
+        if self.on_text is None or not text:
+            return
+        self.sent_text = True
+        try:
+            self.on_text(text)
+        except Exception:
+            log.exception("llm.on_text_failed", purpose=self.purpose)
+            self.on_text = None
+
+    def restart(self) -> None:
+        if not self.sent_text:
+            return
+        self.sent_text = False
+        if self.on_restart is not None:
+            try:
+                self.on_restart()
+            except Exception:
+                log.exception("llm.on_restart_failed", purpose=self.purpose)
 
 
 class Gateway:
@@ -307,6 +334,8 @@ class Gateway:
         system_extra: str | None = None,
         extra_headers: dict[str, str] | None = None,
         thinking: bool = False,
+        on_text: Callable[[str], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
     ) -> Completion:
         """Call the model for `tier` on behalf of `ctx`'s run (see the module docstring for the
         outcomes).
@@ -319,7 +348,15 @@ class Gateway:
         (fallback="static") ever gives a caller text no model wrote. `extra_headers` are sent
         with the request (the simulator's x-sim-* controls); `thinking=True` asks for adaptive
         thinking (its blocks stay in `content`, never in `text`; pass them back unchanged when
-        continuing a tool-use turn)."""
+        continuing a tool-use turn).
+
+        `on_text` streams the call: the request is sent with `stream: true` and each text delta
+        is passed to `on_text` as the model writes it (from the gateway's thread; keep it
+        quick). Budgets, limits, breaker, fallback, records and the returned Completion are the
+        same as without it; a stream cut before its end is a failed step like a cut body (the
+        provider may have charged, so its worst case stays reserved). When a step after one that
+        already sent text serves (a fallback), `on_restart` is called first: drop the draft so
+        far. The text the caller acts on is always the returned Completion's."""
         if not isinstance(ctx, CallContext):
             raise TypeError(f"ctx must be a CallContext, got {type(ctx).__name__}")
         chain = fallback_chain(tier, fallback)
@@ -358,6 +395,8 @@ class Gateway:
             recorder=CallRecorder(
                 ctx=ctx, purpose=purpose, tier=tier, prompt=loaded, simulated=self.simulated
             ),
+            on_text=on_text,
+            on_restart=on_restart,
         )
         index = 0
         try:
@@ -527,12 +566,16 @@ class Gateway:
             return None, len(chain)
 
         started = time.perf_counter()
-        raw = None
+        raw: _Sent | None = None
         try:
-            raw = self.client.messages.with_raw_response.create(
-                model=model, **call.request, timeout=timeout, extra_headers=headers
-            )
-            message = raw.parse()
+            if call.on_text is None:
+                plain = self.client.messages.with_raw_response.create(
+                    model=model, **call.request, timeout=timeout, extra_headers=headers
+                )
+                raw = _Sent(plain.headers, plain.retries_taken + 1)
+                message = plain.parse()
+            else:
+                message, raw = self._stream(call, model, timeout, headers)
         except anthropic.APIStatusError as exc:
             # An error answer is not billed: the reservation and estimates go back.
             lease.release_budget()
@@ -581,9 +624,40 @@ class Gateway:
                 model,
                 Outcome.FAILED,
                 latency=latency,
-                attempts=1 if raw is None else raw.retries_taken + 1,
+                attempts=1 if raw is None else raw.attempts,
                 request_id="" if raw is None else raw.headers.get("request-id", ""),
                 error=f"unreadable response: {type(exc).__name__}: {exc}",
+            )
+            return None, index + 1
+        except httpx2.TransportError as exc:
+            # Only a stream gets here: the SDK wraps errors before the response began, so this
+            # one broke off mid-body (connection cut, read timeout). The provider may have
+            # charged for what it generated: as for a cut body, the worst case stays reserved.
+            lease.keep_spent()
+            latency = time.perf_counter() - started
+            if (
+                isinstance(exc, httpx2.TimeoutException)
+                and time.monotonic() >= deadline - MIN_CALL_SECONDS
+            ):
+                self._record(
+                    call,
+                    step_tier,
+                    model,
+                    Outcome.DEADLINE,
+                    latency=latency,
+                    attempts=_attempts(exc.request if _has_request(exc) else None),
+                    error=f"stream cut at the deadline: {type(exc).__name__}: {exc}",
+                )
+                return None, len(chain)
+            lease.record_failure()
+            self._record(
+                call,
+                step_tier,
+                model,
+                Outcome.FAILED,
+                latency=latency,
+                attempts=_attempts(exc.request if _has_request(exc) else None),
+                error=f"stream cut: {type(exc).__name__}: {exc}",
             )
             return None, index + 1
 
@@ -599,7 +673,7 @@ class Gateway:
         if fraction is not None:
             self._budget_level(fraction)
 
-        content = [block.to_dict(mode="json") for block in message.content]
+        content = [_block_dict(block) for block in message.content]
         text = "".join(b["text"] for b in content if b.get("type") == "text")
         tool_calls = [
             ToolCall(
@@ -621,7 +695,7 @@ class Gateway:
             usage=usage,
             cost=cost,
             latency=latency,
-            attempts=raw.retries_taken + 1,
+            attempts=raw.attempts,
             simulated=simulated,
             request_id=raw.headers.get("request-id", ""),
             stop_reason=message.stop_reason or "",
@@ -650,6 +724,19 @@ class Gateway:
             ),
             index,
         )
+
+    def _stream(
+        self, call: _Call, model: str, timeout: float, headers: dict[str, str]
+    ) -> tuple[Any, _Sent]:
+        """Send the request streamed, passing text deltas on; the assembled message."""
+        call.restart()
+        with self.client.messages.stream(
+            model=model, **call.request, timeout=timeout, extra_headers=headers
+        ) as stream:
+            sent = _Sent(stream.response.headers, _attempts(stream.response.request))
+            for text in stream.text_stream:
+                call.emit(text)
+            return stream.get_final_message(), sent
 
     def _status_failure(
         self,
@@ -736,6 +823,30 @@ class Gateway:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What the gateway keeps of a response besides the message: headers and attempts."""
+
+    headers: httpx2.Headers
+    attempts: int
+
+
+def _block_dict(block: Any) -> dict[str, Any]:
+    data: dict[str, Any] = block.to_dict(mode="json")
+    # A streamed message is a ParsedMessage; its text blocks carry a parsed_output slot that a
+    # plain message's do not. Content is passed back to the API verbatim, so drop it.
+    data.pop("parsed_output", None)
+    return data
+
+
+def _has_request(exc: httpx2.TransportError) -> bool:
+    try:
+        exc.request  # noqa: B018 (httpx raises RuntimeError when the error has no request)
+    except RuntimeError:
+        return False
+    return True
+
+
 def _attempts(request: httpx2.Request | None) -> int:
     """HTTP attempts the SDK made: it numbers each retry in x-stainless-retry-count."""
     try:
@@ -801,6 +912,8 @@ def complete(
     system_extra: str | None = None,
     extra_headers: dict[str, str] | None = None,
     thinking: bool = False,
+    on_text: Callable[[str], None] | None = None,
+    on_restart: Callable[[], None] | None = None,
 ) -> Completion:
     """Call a model through this process's gateway; see Gateway.complete."""
     return get_gateway().complete(
@@ -816,4 +929,6 @@ def complete(
         system_extra=system_extra,
         extra_headers=extra_headers,
         thinking=thinking,
+        on_text=on_text,
+        on_restart=on_restart,
     )
