@@ -32,7 +32,7 @@ from billing.models import RefundRequest
 from ledgerly import llm
 from memory import services as memory_services
 from memory.models import Message, MessageRole
-from support import guard, router, services
+from support import guard, router, services, telemetry
 from support.lanes import agent, faq, refund
 from support.models import (
     DeadLetter,
@@ -130,6 +130,7 @@ def _guarded(env: StepEnv, lane: str, reply: Reply, refund_request_id: int | Non
             violations=verdict.violations,
             action="regenerated",
         )
+        telemetry.guard_intervened(lane=lane, action="regenerated")
         try:
             redraft = env.complete(
                 tier="small" if lane == Lane.FAQ else "large",
@@ -158,6 +159,7 @@ def _guarded(env: StepEnv, lane: str, reply: Reply, refund_request_id: int | Non
         violations=verdict.violations,
         action="replaced",
     )
+    telemetry.guard_intervened(lane=lane, action="replaced")
     log.warning("support.reply_replaced", ticket=env.ticket.pk, violations=verdict.violations)
     return Reply(guard.safe_reply(refund_request=request))
 
@@ -182,6 +184,7 @@ def _commit(
 ) -> None:
     """Commit one step: the step row, the checkpoint, the ticket, the reply, the escalation.
     With `enqueue=False` the caller takes the next step itself (see `advance`)."""
+    finished = status == RunStatus.IDLE
     with transaction.atomic():
         changed = Run.objects.filter(
             pk=run.pk, step=expected, status=RunStatus.RUNNING, lease_owner=WORKER
@@ -231,6 +234,15 @@ def _commit(
             status = RunStatus.READY
         if status == RunStatus.READY and enqueue:
             enqueue_step(run_id=run.pk, step=expected + 1)
+    if escalation is not None:
+        telemetry.escalated(escalation.reason)
+    if finished:
+        telemetry.run_finished(
+            run_id=run.pk,
+            checkpoint=checkpoint,
+            outcome=str(ticket_fields.get("state") or "answered"),
+            step=expected,
+        )
 
 
 # --- one step ----------------------------------------------------------------------------------
@@ -392,9 +404,25 @@ def advance(*, run_id: int, step: int) -> str:
             ):
                 enqueue_step(run_id=run.pk, step=step)
             return "idle"
-        checkpoint = begun
+        checkpoint = telemetry.message_begun(begun, step=step)
+    with telemetry.step_scope(
+        run_id=run.pk, ticket_id=ticket.pk, step=step, checkpoint=checkpoint
+    ) as span:
+        result = _advance_step(run, ticket, step, checkpoint, started, span)
+    if result.startswith("route+"):
+        return f"route+{advance(run_id=run_id, step=step + 1)}"
+    return result
+
+
+def _advance_step(
+    run: Run, ticket: Ticket, step: int, checkpoint: dict[str, Any], started: dt.datetime, span: Any
+) -> str:
     try:
         outcome, env = _compute(run, ticket, checkpoint)
+        if outcome.lane:
+            telemetry.routed(outcome.lane)
+        telemetry.semantic_cache(outcome.detail)
+        telemetry.step_done(span, kind=outcome.kind, tokens=env.tokens, cost=env.cost_usd)
         # A route decided without a model (rules, exemplars) took milliseconds: its lane step
         # follows in this task instead of a round trip through the broker (each step is still
         # committed on its own, and a lost worker's step is still taken over by the sweep).
@@ -410,7 +438,7 @@ def advance(*, run_id: int, step: int) -> str:
             enqueue=not inline,
         )
         if inline:
-            return f"{outcome.kind}+{advance(run_id=run_id, step=step + 1)}"
+            return "route+"  # the caller takes the lane step, outside this step's span
         return outcome.kind
     except llm.Defer as exc:
         _wait(
@@ -677,3 +705,4 @@ def dead_letter(*, run: Run, step: int, checkpoint: dict[str, Any], error: str) 
             content=UNAVAILABLE_REPLY,
         )
     log.error("support.dead_letter", run=run.pk, step=step, error=error.splitlines()[0][:200])
+    telemetry.run_finished(run_id=run.pk, checkpoint=checkpoint, outcome="failed", step=step)

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import structlog
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
@@ -28,6 +30,7 @@ from billing import policy
 from billing import selectors as billing_selectors
 from billing import services as billing_services
 from billing.models import Customer
+from ledgerly import metrics, tracing
 from ledgerly.llm.gateway import schema_errors
 from memory import selectors as memory_selectors
 from support.tool_schemas import (
@@ -38,6 +41,8 @@ from support.tool_schemas import (
     toolset_hash,
     toolset_ref,
 )
+
+log = structlog.get_logger(__name__)
 
 
 class ToolError(Exception):
@@ -74,6 +79,7 @@ def _cached(scope: ToolScope, name: str, args: dict[str, Any], build: Callable[[
     digest = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:16]
     key = f"support:lookup:{scope.customer.pk}:{_lookups_version(scope.customer)}:{name}:{digest}"
     value = cache.get(key)
+    metrics.CACHE_REQUESTS.labels("lookup", "miss" if value is None else "hit").inc()
     if value is None:
         value = build()
         cache.set(key, value, ttl)
@@ -232,7 +238,39 @@ IMPLEMENTATIONS: dict[str, Callable[[ToolScope, dict[str, Any]], dict[str, Any]]
 
 
 def run_tool(scope: ToolScope, name: str, args: dict[str, Any]) -> dict[str, Any]:
-    """Run one tool; its result is checked against its schema (ToolResultInvalid if not)."""
+    """Run one tool; its result is checked against its schema (ToolResultInvalid if not).
+    Each call is a span, a `tool.call` log line (name, outcome, duration; never the arguments
+    or the result, which hold the customer's data) and a metric."""
+    started, outcome = time.perf_counter(), "exception"
+    with tracing.span("tool.call", **{"tool.name": name, "ledgerly.run_id": scope.run_id}) as sp:
+        try:
+            result = _run_tool(scope, name, args)
+            outcome = "ok"
+            return result
+        except ToolError:
+            outcome = "error"
+            raise
+        except ToolResultInvalid:
+            outcome = "invalid_result"
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            sp.set_attribute("tool.outcome", outcome)
+            metrics.TOOL_CALLS.labels(name if name in IMPLEMENTATIONS else "unknown", outcome).inc()
+            metrics.TOOL_LATENCY.labels(name if name in IMPLEMENTATIONS else "unknown").observe(
+                seconds
+            )
+            log.info(
+                "tool.call",
+                tool=name,
+                outcome=outcome,
+                duration_ms=round(seconds * 1000, 1),
+                run_id=scope.run_id,
+                ticket_id=scope.ticket_id,
+            )
+
+
+def _run_tool(scope: ToolScope, name: str, args: dict[str, Any]) -> dict[str, Any]:
     impl = IMPLEMENTATIONS.get(name)
     if impl is None:
         raise ToolError(f"unknown tool {name!r}")

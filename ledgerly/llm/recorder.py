@@ -3,14 +3,27 @@ failed, skipped, static) and every request of a Message Batch is recorded throug
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
+import structlog
+
+from ledgerly import tracing
 from ledgerly.llm import metrics
 from ledgerly.llm.context import CallContext
 from ledgerly.llm.models import LLMCall
 from ledgerly.llm.pricing import TokenUsage
 from ledgerly.llm.prompt_registry import Prompt
 from ledgerly.llm.services import llm_call_save
+
+log = structlog.get_logger("ledgerly.llm")
+_STATUS = re.compile(r"(\d{3}): ")
+
+
+def current_lane() -> str:
+    """The lane of the support run this call is made for ("" outside one): the runner binds it
+    to the logging context."""
+    return str(structlog.contextvars.get_contextvars().get("lane") or "")
 
 
 class CallRecorder:
@@ -71,16 +84,64 @@ class CallRecorder:
         )
         llm_call_save(row=row)
         self.steps.append(row)
-        metrics.CALLS.labels(self.tier, model or "static", outcome).inc()
-        if cost:
-            metrics.COST.labels(model).inc(float(cost))
-            metrics.TOKENS.labels(model, "input").inc(usage.input_tokens)
-            metrics.TOKENS.labels(model, "output").inc(usage.output_tokens)
-            metrics.TOKENS.labels(model, "cache_write").inc(usage.cache_creation_input_tokens)
-            metrics.TOKENS.labels(model, "cache_read").inc(usage.cache_read_input_tokens)
-        if latency:
-            metrics.LATENCY.labels(model).observe(latency)
+        self._observe(row, usage, latency)
         return row
+
+    def _observe(self, row: LLMCall, usage: TokenUsage, latency: float) -> None:
+        """Metrics, a log line and a span for one recorded step (the span is written after the
+        fact, with the step's measured latency, as a child of the current step's span)."""
+        model, outcome, lane = row.model, str(row.outcome), current_lane()
+        metrics.CALLS.labels(self.tier, model or "static", outcome, lane).inc()
+        if row.cost_usd:
+            metrics.COST.labels(model, self.tier, lane).inc(float(row.cost_usd))
+        if usage.input_tokens or usage.output_tokens:
+            for kind, count in (
+                ("input", usage.input_tokens),
+                ("output", usage.output_tokens),
+                ("cache_write", usage.cache_creation_input_tokens),
+                ("cache_read", usage.cache_read_input_tokens),
+            ):
+                metrics.TOKENS.labels(model, self.tier, lane, kind).inc(count)
+        if latency:
+            metrics.LATENCY.labels(model, self.tier, lane).observe(latency)
+        if outcome in (LLMCall.Outcome.OK, LLMCall.Outcome.STATIC) and row.fallback:
+            to = "static" if outcome == LLMCall.Outcome.STATIC else row.served_tier
+            metrics.FALLBACKS.labels(self.tier, to).inc()
+        status = _STATUS.match(row.error) if row.error else None
+        if status is not None:
+            metrics.PROVIDER_ERRORS.labels(model, status.group(1)).inc()
+        fields = {
+            "purpose": self.purpose,
+            "tier": self.tier,
+            "served_tier": row.served_tier,
+            "model": model,
+            "outcome": outcome,
+            "lane": lane,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_tokens": usage.cache_read_input_tokens,
+            "cost_usd": float(row.cost_usd),
+            "latency_ms": row.latency_ms,
+            "attempts": row.attempts,
+            "fallback": row.fallback,
+            "run_id": self.ctx.run_id,
+            "ticket_id": self.ctx.ticket_id,
+        }
+        failed = outcome not in (LLMCall.Outcome.OK, LLMCall.Outcome.STATIC)
+        (log.warning if failed else log.info)(
+            "llm.call", **fields, **({"error": row.error[:200]} if failed and row.error else {})
+        )
+        tracing.record_span(
+            "llm.call",
+            seconds=latency,
+            error=(row.error or outcome) if failed else None,
+            attributes={
+                **{f"llm.{k}": v for k, v in fields.items()},
+                "gen_ai.request.model": model,
+                "gen_ai.usage.input_tokens": usage.input_tokens,
+                "gen_ai.usage.output_tokens": usage.output_tokens,
+            },
+        )
 
     def outcomes(self) -> list[str]:
         return [str(row.outcome) for row in self.steps]

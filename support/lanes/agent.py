@@ -9,6 +9,7 @@ anomaly limit), ends the run in an escalation.
 
 from __future__ import annotations
 
+import contextvars
 import json
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -202,7 +203,13 @@ def _tool_batch(env: StepEnv, state: dict[str, Any]) -> StepOutcome:
     try:
         if len(reads) > 1:  # independent lookups of one turn run side by side
             with ThreadPoolExecutor(max_workers=min(len(reads), 4)) as pool:
-                outcomes = list(pool.map(lambda c: _read_in_thread(scope, c), reads))
+                # Each lookup runs in a copy of this step's context: its logs and spans keep
+                # the step's trace id, run and lane.
+                futures = [
+                    pool.submit(contextvars.copy_context().run, _read_in_thread, scope, c)
+                    for c in reads
+                ]
+                outcomes = [f.result() for f in futures]
         else:
             outcomes = [_read(scope, c) for c in reads]
         results.update({call["id"]: o for call, o in zip(reads, outcomes, strict=True)})
