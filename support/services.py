@@ -6,14 +6,16 @@ admin) and other apps' announcements call.
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.models import Customer, RefundRequest, RefundRequestState
 from billing.policy import format_money
 from memory import services as memory_services
-from memory.models import MessageRole
+from memory.models import Message, MessageRole
 from support.models import (
+    ApiKey,
     DeadLetter,
     Escalation,
     EscalationState,
@@ -34,6 +36,17 @@ class IntakeError(ValueError):
     """The message cannot be accepted as it is (empty, too long, not the customer's ticket)."""
 
 
+class IdempotencyConflict(IntakeError):
+    """The idempotency key was used before for a different submission (nothing was stored)."""
+
+
+def _replay(*, idempotency_key: str, customer: Customer, fingerprint: str) -> Ticket | None:
+    existing = Ticket.objects.filter(idempotency_key=idempotency_key, customer=customer).first()
+    if existing is not None and fingerprint and existing.idempotency_fingerprint != fingerprint:
+        raise IdempotencyConflict("this idempotency key was used for another submission")
+    return existing
+
+
 def _check_text(text: str) -> str:
     cleaned = text.replace("\x00", "").strip()
     if not cleaned:
@@ -50,10 +63,15 @@ def ticket_submit(
     channel: str = "api",
     ticket: Ticket | None = None,
     idempotency_key: str | None = None,
+    idempotency_fingerprint: str = "",
+    api_key: ApiKey | None = None,
 ) -> Ticket:
     """Store a customer's message (a new ticket, or a follow-up on `ticket`) and, after commit,
     queue its run. No model is called here. `ticket` must be `customer`'s. With
-    `idempotency_key`, a retried submission returns the ticket the first one created.
+    `idempotency_key`, a retried submission returns the ticket the first one created (also when
+    two arrive at once: the key is unique); with `idempotency_fingerprint` (a digest of what
+    was submitted), a reuse of the key for something else raises IdempotencyConflict.
+    `api_key` is the REST API key that opened the ticket, if any.
 
     Raises IntakeError for an empty or oversized message or someone else's ticket."""
     cleaned = _check_text(text)
@@ -64,7 +82,9 @@ def ticket_submit(
     if ticket is not None and ticket.customer_id != customer.pk:
         raise IntakeError("that ticket does not belong to this customer")
     if ticket is None and idempotency_key:
-        existing = Ticket.objects.filter(idempotency_key=idempotency_key, customer=customer).first()
+        existing = _replay(
+            idempotency_key=idempotency_key, customer=customer, fingerprint=idempotency_fingerprint
+        )
         if existing is not None:
             return existing
     try:
@@ -78,6 +98,8 @@ def ticket_submit(
                     subject=cleaned[:200],
                     state=TicketState.RECEIVED,
                     idempotency_key=idempotency_key,
+                    idempotency_fingerprint=idempotency_fingerprint if idempotency_key else "",
+                    api_key=api_key,
                 )
                 run = Run.objects.create(
                     ticket=ticket, checkpoint={"phase": "idle", "answered_through": 0}
@@ -112,10 +134,12 @@ def ticket_submit(
                 )
                 enqueue_step(run_id=run.pk, step=run.step)
     except IntegrityError:
-        if idempotency_key:
-            existing = Ticket.objects.filter(
-                idempotency_key=idempotency_key, customer=customer
-            ).first()
+        if idempotency_key:  # a concurrent submission with the same key committed first
+            existing = _replay(
+                idempotency_key=idempotency_key,
+                customer=customer,
+                fingerprint=idempotency_fingerprint,
+            )
             if existing is not None:
                 return existing
         raise
@@ -162,10 +186,80 @@ def escalation_open(
         return None
 
 
-def escalation_resolve(*, escalation: Escalation) -> bool:
-    changed = Escalation.objects.filter(
-        pk=escalation.pk, state__in=[EscalationState.OPEN, EscalationState.CLAIMED]
-    ).update(state=EscalationState.RESOLVED, resolved_at=timezone.now())
+def escalation_claim(*, escalation: Escalation, actor: User) -> bool:
+    """Take an open escalation for `actor`. A conditional update: of two staff claiming at once,
+    one gets it; False (nothing changed) when it was already claimed or resolved."""
+    changed = Escalation.objects.filter(pk=escalation.pk, state=EscalationState.OPEN).update(
+        state=EscalationState.CLAIMED, claimed_by=actor
+    )
+    escalation.refresh_from_db()
+    return changed == 1
+
+
+class EscalationClosed(ValueError):
+    """The escalation is resolved: nobody replies through it any more."""
+
+
+@transaction.atomic
+def escalation_reply(*, escalation: Escalation, actor: User, text: str) -> Message:
+    """Post a staff member's reply into the customer's conversation (role `staff`), as the
+    ticket's latest reply. An open escalation is claimed for `actor` on the way. The ticket
+    stays with staff (escalated) until the escalation is resolved. After commit the reply is
+    published to the ticket's live events, so an open chat shows it at once.
+
+    Raises IntakeError for an empty or oversized text, EscalationClosed when resolved."""
+    cleaned = _check_text(text)
+    locked = Escalation.objects.select_for_update().select_related("ticket").get(pk=escalation.pk)
+    if locked.state == EscalationState.RESOLVED:
+        raise EscalationClosed(f"escalation #{locked.pk} is resolved")
+    if locked.state == EscalationState.OPEN:
+        Escalation.objects.filter(pk=locked.pk).update(
+            state=EscalationState.CLAIMED, claimed_by=actor
+        )
+    ticket = locked.ticket
+    message = memory_services.message_append(
+        conversation=ticket.conversation, role=MessageRole.STAFF, content=cleaned
+    )
+    Ticket.objects.filter(pk=ticket.pk).update(reply=cleaned, updated_at=timezone.now())
+    ticket_id, seq, state = ticket.pk, message.seq, ticket.state
+    transaction.on_commit(
+        lambda: _publish_staff_reply(
+            ticket_id=ticket_id, message_seq=seq, text=cleaned, state=state
+        )
+    )
+    escalation.refresh_from_db()
+    return message
+
+
+def _publish_staff_reply(*, ticket_id: int, message_seq: int, text: str, state: str) -> None:
+    from support import events
+
+    events.publish(
+        ticket_id=ticket_id,
+        kind="reply",
+        data={
+            "message_seq": message_seq,
+            "text": text,
+            "sources": [],
+            "state": state,
+            "lane": "",
+            "role": MessageRole.STAFF,
+        },
+    )
+
+
+def escalation_resolve(*, escalation: Escalation, settle_ticket: bool = False) -> bool:
+    """Close a live escalation (False if it was resolved already). With `settle_ticket`, an
+    escalated ticket counts as answered from now on (staff dealt with it in the conversation)."""
+    with transaction.atomic():
+        changed = Escalation.objects.filter(
+            pk=escalation.pk, state__in=[EscalationState.OPEN, EscalationState.CLAIMED]
+        ).update(state=EscalationState.RESOLVED, resolved_at=timezone.now())
+        if changed and settle_ticket:
+            Ticket.objects.filter(pk=escalation.ticket_id, state=TicketState.ESCALATED).update(
+                state=TicketState.ANSWERED, updated_at=timezone.now()
+            )
+    escalation.refresh_from_db()
     return changed == 1
 
 
@@ -259,8 +353,6 @@ def customer_forget(*, customer: Customer) -> dict[str, int]:
     embedding-cache rows, cache-lookup logs, hot copies); support blanks the text of their
     conversations and tickets. The rows stay (a refund request points at its ticket, and staff
     must still see that one was asked for), their words do not."""
-    from memory.models import Message
-
     counts = memory_services.customer_forget(customer=customer)
     with transaction.atomic():
         counts["messages"] = Message.objects.filter(conversation__customer=customer).update(
