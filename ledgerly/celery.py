@@ -16,6 +16,12 @@ app.autodiscover_tasks()
 REQUEST_ID_HEADER = "ledgerly_request_id"
 
 
+@signals.setup_logging.connect
+def _keep_logging(**_: Any) -> None:
+    """Settings already configured logging (structlog, JSON in production, scrubbed): with a
+    receiver here Celery keeps it instead of installing its own plain-text handlers."""
+
+
 @signals.before_task_publish.connect
 def _inject_trace(headers: dict[str, Any] | None = None, **_: Any) -> None:
     from ledgerly import tracing

@@ -114,40 +114,46 @@ def add_trace_ids(
     return event_dict
 
 
-def configure_logging(*, level: str, fmt: str) -> None:
-    """JSON lines in production, readable console lines in development; one pipeline for both
-    structlog loggers and the standard library's (Django, Celery)."""
-    shared: list[structlog.typing.Processor] = [
+def _shared_processors() -> list[structlog.typing.Processor]:
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_trace_ids,
     ]
+
+
+def make_formatter(fmt: str) -> structlog.stdlib.ProcessorFormatter:
+    """The one formatter of every handler: JSON lines or console lines, scrubbed."""
     renderer = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    return structlog.stdlib.ProcessorFormatter(
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            # Last before rendering, so exception text and extra fields are scrubbed as well.
+            scrub_processor,
+            renderer,
+        ],
+        # The standard library's `extra={...}` fields (billing logs with them) are attributes
+        # of the LogRecord: without ExtraAdder they are dropped.
+        foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder()],
+    )
+
+
+def configure_logging(*, level: str, fmt: str) -> None:
+    """JSON lines in production, readable console lines in development; one pipeline for both
+    structlog loggers and the standard library's (Django, Celery)."""
     logging.config.dictConfig(
         {
             "version": 1,
             "disable_existing_loggers": False,
             "formatters": {
-                "structured": {
-                    "()": structlog.stdlib.ProcessorFormatter,
-                    "processors": [
-                        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                        structlog.processors.format_exc_info,
-                        # Last before rendering, so exception text and extra fields are
-                        # scrubbed as well.
-                        scrub_processor,
-                        renderer,
-                    ],
-                    # The standard library's `extra={...}` fields (billing logs with them)
-                    # are attributes of the LogRecord: without ExtraAdder they are dropped.
-                    "foreign_pre_chain": [*shared, structlog.stdlib.ExtraAdder()],
-                }
+                "structured": {"()": "ledgerly.observability.make_formatter", "fmt": fmt}
             },
             "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
             "root": {"handlers": ["console"], "level": level},
@@ -159,7 +165,10 @@ def configure_logging(*, level: str, fmt: str) -> None:
         }
     )
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            *_shared_processors(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
