@@ -7,6 +7,7 @@ A malformed value stops start-up with ImproperlyConfigured naming the variable.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -94,6 +95,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and Celery -----------------------------------------------------------------------------
 REDIS_URL = env.redis_url("REDIS_URL", "redis://127.0.0.1:16379/0")
+# Every key the app writes in Redis (gateway budgets, breaker and rate limits, memory hot state
+# and caches, the worker heartbeat, Django's cache) starts with this, so environments sharing a
+# Redis never see each other's state. The broker's queues are not prefixed: give each
+# environment its own CELERY_BROKER_URL (another database number at least).
+REDIS_KEY_PREFIX = env.string("REDIS_KEY_PREFIX", f"ledgerly:{LEDGERLY_ENV}")
+if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", REDIS_KEY_PREFIX):
+    raise ImproperlyConfigured(
+        'Environment variable "REDIS_KEY_PREFIX" invalid: letters, digits and "_.:-" only '
+        f"(at most 64; braces would break the gateway's hash slots), got {REDIS_KEY_PREFIX!r}."
+    )
 CELERY_BROKER_URL = env.redis_url("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -136,7 +147,7 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "ledgerly",
+        "KEY_PREFIX": REDIS_KEY_PREFIX,
     }
 }
 
@@ -323,6 +334,21 @@ LLM_RATE_LIMIT_BURST_SECONDS = env.floating("LLM_RATE_LIMIT_BURST_SECONDS", 5.0,
 LLM_MAX_RETRIES = env.integer("LLM_MAX_RETRIES", 3, minimum=0)
 LLM_RETRY_AFTER_CAP_SECONDS = env.floating("LLM_RETRY_AFTER_CAP_SECONDS", 10.0)
 LLM_CALL_TIMEOUT_SECONDS = env.floating("LLM_CALL_TIMEOUT_SECONDS", 60.0, minimum=0.1)
+# A budget reservation still open this long after it was made belongs to a worker that died
+# between reserve and settle: beat's sweep gives it back. It must outlast the longest live call
+# (every attempt timing out, each retry waiting the cap), or a live call's room would be freed.
+LLM_RESERVATION_HOLD_SECONDS = env.floating("LLM_RESERVATION_HOLD_SECONDS", 900.0, minimum=1.0)
+_LONGEST_CALL = (LLM_MAX_RETRIES + 1) * (LLM_CALL_TIMEOUT_SECONDS + LLM_RETRY_AFTER_CAP_SECONDS)
+if LLM_RESERVATION_HOLD_SECONDS <= _LONGEST_CALL:
+    raise ImproperlyConfigured(
+        f'Environment variable "LLM_RESERVATION_HOLD_SECONDS" must exceed the longest call '
+        f"((LLM_MAX_RETRIES + 1) x (LLM_CALL_TIMEOUT_SECONDS + LLM_RETRY_AFTER_CAP_SECONDS) = "
+        f"{_LONGEST_CALL:g} s), got {LLM_RESERVATION_HOLD_SECONDS:g}."
+    )
+CELERY_BEAT_SCHEDULE["llm-sweep-reservations"] = {
+    "task": "ledgerly.llm.tasks.sweep_reservations",
+    "schedule": env.integer("LLM_RESERVATION_SWEEP_EVERY_SECONDS", 60, minimum=1),
+}
 
 # --- Memory (help center, customer memory, conversation context, semantic cache) ------------------
 # The vector columns are created with EMBEDDING_DIM dimensions: a provider with another dimension

@@ -9,12 +9,18 @@ import redis
 from celery import shared_task
 from django.conf import settings
 
-HEARTBEAT_KEY = "ledgerly:worker:heartbeat"
+from ledgerly.redis_keys import prefixed
+
+HEARTBEAT_KEY = "worker:heartbeat"  # under REDIS_KEY_PREFIX: heartbeat_key()
+
+
+def heartbeat_key() -> str:
+    return prefixed(HEARTBEAT_KEY)
 
 
 @shared_task(name="ledgerly.tasks.worker_heartbeat", ignore_result=True)
 def worker_heartbeat() -> None:
     """Record that some worker consumed a task from the broker just now, and which one."""
     client = redis.Redis.from_url(settings.REDIS_URL)
-    client.hset(HEARTBEAT_KEY, mapping={"at": time.time(), "host": socket.gethostname()})
+    client.hset(heartbeat_key(), mapping={"at": time.time(), "host": socket.gethostname()})
     client.close()

@@ -1,7 +1,7 @@
 """The hot copy of each conversation's recent turns in Redis (rebuildable; Postgres is the truth).
 
-Key `ledgerly:memory:customer:<customer id>:conv:<id>:recent`: a list of JSON turns (seq, role,
-content), oldest first, at most CONVERSATION_HOT_TURNS long, expiring after
+Key `<REDIS_KEY_PREFIX>:memory:customer:<customer id>:conv:<id>:recent`: a list of JSON turns
+(seq, role, content), oldest first, at most CONVERSATION_HOT_TURNS long, expiring after
 CONVERSATION_HOT_TTL_SECONDS idle.
 
 Appends use RPUSHX (push only onto an existing list), so a missing or expired key is never
@@ -22,6 +22,7 @@ from functools import lru_cache
 import redis
 from django.conf import settings
 
+from ledgerly.redis_keys import prefixed
 from memory.models import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def client() -> redis.Redis:
 
 
 def key(conversation: Conversation) -> str:
-    return f"ledgerly:memory:customer:{conversation.customer_id}:conv:{conversation.pk}:recent"
+    return prefixed(f"memory:customer:{conversation.customer_id}:conv:{conversation.pk}:recent")
 
 
 def append(*, conversation: Conversation, turn: Turn) -> None:

@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import Avg, Count
 from django.utils import timezone
 
+from ledgerly.redis_keys import prefixed
 from memory import embeddings, hot, query_rewrite
 from memory.models import (
     Article,
@@ -129,7 +130,7 @@ _RESULT_SHAPE = "chunks2"
 
 # Retrieval results are cached in Redis this long per (query, k, mode, encoders, knowledge base).
 SEARCH_CACHE_TTL_SECONDS = 3600
-_SEARCH_CACHE_PREFIX = "ledgerly:memory:search:"
+SEARCH_CACHE_PREFIX = "memory:search:"  # under REDIS_KEY_PREFIX
 
 
 def _or_query(text: str) -> str:
@@ -174,7 +175,7 @@ def _search_cache_key(*, query: str, k: int, mode: str, fingerprint: tuple[int, 
         fingerprint[1],
     ]
     digest = embeddings.content_hash("\x00".join(parts))
-    return f"{_SEARCH_CACHE_PREFIX}v{fingerprint[0]}:{digest}"
+    return prefixed(f"{SEARCH_CACHE_PREFIX}v{fingerprint[0]}:{digest}")
 
 
 def passages_search(

@@ -53,6 +53,9 @@ log = structlog.get_logger(__name__)
 KEY_MAX_LENGTH = 200
 # A provider that refused the submission for a transient reason is asked again this much later.
 SUBMIT_RETRY_SECONDS = 60.0
+# A batch's reservation stays open while the batch runs (up to 24 hours at the provider) and
+# its polls settle it; past this the expiry sweep gives it back (its row was lost, say).
+BATCH_HOLD_SECONDS = 26 * 3600
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ def batch_submit(
         [Candidate(reserved, tokens, large=False)],
         run_id=ctx.run_id,
         customer_id=ctx.customer_ref,
+        hold_seconds=BATCH_HOLD_SECONDS,
     )
     if isinstance(reservation, Refusal):
         raise BudgetExhausted(reservation.scope, f"batch worst case does not fit: {reservation}")

@@ -451,7 +451,7 @@ class Gateway:
                 if fast.breaker.verdict is Verdict.OPEN:
                     self._record(call, step_tier, model, Outcome.CIRCUIT_OPEN, error="circuit open")
                     return None, index + 1
-                lease.hold_probe()  # this caller holds the single probe lease for the model
+                lease.hold_probe(fast.breaker.token)  # the single probe lease for the model
                 budget = self.budgets.reserve(
                     candidates, run_id=call.ctx.run_id, customer_id=call.ctx.customer_ref
                 )
@@ -477,7 +477,7 @@ class Gateway:
                     self._record(call, step_tier, model, Outcome.CIRCUIT_OPEN, error="circuit open")
                     return None, index + 1
                 if admission.verdict is Verdict.PROBE:
-                    lease.hold_probe()
+                    lease.hold_probe(admission.token)
 
             if lease.permit is None:
                 try:

@@ -23,18 +23,18 @@ from ledgerly.llm.conf import RateLimits
 from ledgerly.llm.limiter import ACQUIRE_FN, ADJUST_FN, Permit, RateLimiter
 
 # KEYS: breaker state, breaker probe, limiter bucket, budget keys...
-# ARGV: n budget keys, probe lease ms, 7 limiter args, budget args...
+# ARGV: n budget keys, probe lease ms, probe owner token, 7 limiter args, budget args...
 _ADMIT = (
     ALLOW_FN
     + RESERVE_FN
     + ACQUIRE_FN
     + """
-local cb = breaker_allow({KEYS[1], KEYS[2]}, {ARGV[2]})
+local cb = breaker_allow({KEYS[1], KEYS[2]}, {ARGV[2], ARGV[3]})
 if cb[1] ~= 'closed' then return {'breaker', cb[1], cb[2]} end
 local bkeys, bargs, largs = {}, {}, {}
 for i = 1, tonumber(ARGV[1]) do bkeys[i] = KEYS[3 + i] end
-for i = 1, 7 do largs[i] = ARGV[2 + i] end
-for i = 10, #ARGV do bargs[#bargs + 1] = ARGV[i] end
+for i = 1, 7 do largs[i] = ARGV[3 + i] end
+for i = 11, #ARGV do bargs[#bargs + 1] = ARGV[i] end
 local res = budget_reserve(bkeys, bargs)
 if res[1] ~= 1 then return {'budget', res[1], res[2], res[3]} end
 local wait = limiter_acquire({KEYS[3]}, largs)
@@ -102,14 +102,15 @@ class Guards:
             limits, input_tokens=input_tokens, output_tokens=output_tokens
         )
         state, probe, _failures = self.breaker.keys(model)
+        token = self.breaker.new_token()
         result = self._admit(
             keys=[state, probe, self.limiter.key(family), *bkeys],
-            args=[len(bkeys), self.breaker.probe_lease_ms, *largs, *bargs],
+            args=[len(bkeys), self.breaker.probe_lease_ms, token, *largs, *bargs],
         )
         kind = result[0]
         if kind == b"breaker":
-            return Admitted(self.breaker.admission(result[1], result[2]), None, None, 0.0)
-        budget = self.budgets.reserve_result(result[1:4], candidates, scopes)
+            return Admitted(self.breaker.admission(result[1], result[2], token), None, None, 0.0)
+        budget = self.budgets.reserve_result(result[1:4], candidates, scopes, bargs)
         if kind == b"budget":
             return Admitted(None, budget, None, 0.0)
         permit, wait = self.limiter.acquire_result(
@@ -131,7 +132,7 @@ class Guards:
         """Settle the budget reservation and correct the limiter's estimates in one round trip;
         returns the global budget fraction now committed."""
         ppm = self._settle(
-            keys=[self.limiter.key(permit.family), *reservation.keys],
+            keys=[self.limiter.key(permit.family), *self.budgets.settle_keys(reservation)],
             args=[
                 *self.limiter.settle_args(
                     permit, limits, input_tokens=input_tokens, output_tokens=output_tokens

@@ -7,7 +7,8 @@ holds them from the moment they are acquired; every exit path then goes through 
 - `settle(...)`: the provider answered: the reservation and the permit become the real usage (one
   round trip on the common path), and a probe's success closes the breaker;
 - `keep_spent()`: the provider may have charged and we cannot tell how much: the worst case stays
-  counted and the permit stays taken (budgets err on refusing);
+  counted for good (the reservation is closed, so the expiry sweep never gives it back) and the
+  permit stays taken (budgets err on refusing);
 - `record_failure()`: an outage of the model: counted by the breaker (a probe's failure reopens it
   and gives the probe up);
 - `release()`, also what leaving the `with` block does: whatever is still held is given back unused
@@ -16,7 +17,8 @@ holds them from the moment they are acquired; every exit path then goes through 
 Each is idempotent: what was handed over is forgotten first, so a second call (or the `with` exit
 after one of them) does nothing, and a Redis error in the middle can never hand back money a call
 spent. A Redis error while giving back is logged, not raised: the reservation then stays counted
-and a probe lease expires by itself, both on the refusing side.
+until the sweep gives it back after its hold, and a probe lease expires by itself. The probe
+lease is handed over with the owner token its admission got, so only this step can end it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class StepLease:
         self.reservation: Reservation | None = None
         self.permit: Permit | None = None
         self.probe_model: str | None = None  # the model whose probe lease this step holds
+        self.probe_token = ""  # the lease's owner token (from the breaker's admission)
 
     # ---------------------------------------------------------------------------- acquiring
     def hold_reservation(self, reservation: Reservation) -> None:
@@ -53,8 +56,8 @@ class StepLease:
     def hold_permit(self, permit: Permit) -> None:
         self.permit = permit
 
-    def hold_probe(self) -> None:
-        self.probe_model = self.model
+    def hold_probe(self, token: str) -> None:
+        self.probe_model, self.probe_token = self.model, token
 
     @property
     def probe(self) -> bool:
@@ -95,13 +98,19 @@ class StepLease:
         probe = self.probe_model
         self.probe_model = None
         with _redis_lost("breaker_success", self.model):
-            self.guards.breaker.record_success(self.model, probe=probe is not None)
+            self.guards.breaker.record_success(
+                self.model, probe=probe is not None, token=self.probe_token
+            )
         return fraction
 
     def keep_spent(self) -> None:
-        """The provider may have charged an unknown amount: keep the worst case counted and the
-        permit taken (never given back)."""
+        """The provider may have charged an unknown amount: keep the worst case counted for good
+        and the permit taken (never given back)."""
+        reservation = self.reservation
         self.reservation = self.permit = None
+        if reservation is not None:
+            with _redis_lost("keep_spent", self.model):
+                self.guards.budgets.keep(reservation)
 
     def release_budget(self) -> None:
         """Nothing was charged: give the reservation and the token estimates back."""
@@ -127,7 +136,7 @@ class StepLease:
         probe, self.probe_model = self.probe_model, None
         if probe is not None:
             with _redis_lost("release_probe", probe):
-                self.guards.breaker.release_probe(probe)
+                self.guards.breaker.release_probe(probe, self.probe_token)
 
     def record_failure(self) -> str:
         """An outage of this step's model: count it for the breaker (a probe's failure reopens
@@ -135,7 +144,9 @@ class StepLease:
         probe, self.probe_model = self.probe_model, None
         result = "unknown"
         with _redis_lost("breaker_failure", self.model):
-            result = self.guards.breaker.record_failure(self.model, probe=probe is not None)
+            result = self.guards.breaker.record_failure(
+                self.model, probe=probe is not None, token=self.probe_token
+            )
         if result in ("opened", "reopened"):
             metrics.BREAKER_OPENED.labels(self.model).inc()
             log.error("llm.breaker_opened", model=self.model, how=result)

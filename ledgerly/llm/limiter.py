@@ -16,10 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
+from django.conf import settings
 
 from ledgerly.llm.conf import RateLimits
 
-_PREFIX = "llm:rl"
+_SUFFIX = "llm:rl"  # under the environment's prefix (REDIS_KEY_PREFIX)
 
 # KEYS[1] = bucket hash. ARGV: burst_seconds, then per dimension (r, i, o): limit, amount.
 # Returns 0 when taken, else the milliseconds to wait before the same request would fit.
@@ -108,14 +109,17 @@ class Permit:
 
 
 class RateLimiter:
-    def __init__(self, client: redis.Redis, *, burst_seconds: float) -> None:
+    def __init__(
+        self, client: redis.Redis, *, burst_seconds: float, prefix: str | None = None
+    ) -> None:
+        self.prefix = f"{settings.REDIS_KEY_PREFIX if prefix is None else prefix}:{_SUFFIX}"
         self.burst_seconds = burst_seconds
         self._acquire = client.register_script(_ACQUIRE)
         self._adjust = client.register_script(_ADJUST)
         self._observe = client.register_script(_OBSERVE)
 
     def key(self, family: str) -> str:
-        return f"{_PREFIX}:{family}"
+        return f"{self.prefix}:{family}"
 
     def try_acquire(
         self, family: str, limits: RateLimits, *, input_tokens: int, output_tokens: int
@@ -188,4 +192,4 @@ class RateLimiter:
         ):
             seen = remaining.get(kind)
             args += ["", 0, 0] if seen is None else [seen[0], seen[1] * 1000, limit / 60000]
-        self._observe(keys=[f"{_PREFIX}:{family}"], args=args)
+        self._observe(keys=[self.key(family)], args=args)

@@ -159,5 +159,5 @@ def test_a_reservation_made_before_midnight_settles_on_its_own_day(
         [Candidate(1_000, 1, large=False)], now=before + dt.timedelta(seconds=0.2)
     )
 
-    assert int(redis_client.get(f"llm:{{budget}}:{key}")) == 300
+    assert int(redis_client.get(f"{budgets.prefix}:{key}")) == 300
     assert isinstance(next_period, Reservation)  # the new day (month) starts with all its room

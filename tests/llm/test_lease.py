@@ -16,9 +16,9 @@ MODEL = "claude-haiku-5-5"
 SCOPES = {"global_day", "global_month", "customer_day", "run_usd", "run_tokens"}
 
 
-def acquire(gateway, *, probe: bool = False) -> StepLease:
+def acquire(gateway, *, probe_token: str = "") -> StepLease:
     """A lease holding a reservation of 5000 micro-dollars and 300 tokens, a permit for 200
-    input and 100 output tokens and, if asked, the breaker's probe."""
+    input and 100 output tokens and, if given its owner token, the breaker's probe."""
     limits = gateway.config.limits_for(MODEL)
     lease = StepLease(gateway.guards, model=MODEL, limits=limits)
     reservation = gateway.budgets.reserve(
@@ -29,8 +29,8 @@ def acquire(gateway, *, probe: bool = False) -> StepLease:
     permit, _ = gateway.limiter.try_acquire("haiku", limits, input_tokens=200, output_tokens=100)
     assert permit is not None
     lease.hold_permit(permit)
-    if probe:
-        lease.hold_probe()
+    if probe_token:
+        lease.hold_probe(probe_token)
     return lease
 
 
@@ -40,19 +40,21 @@ def spent(gateway) -> dict[str, int]:
 
 @pytest.fixture
 def open_breaker(gateway, settings, redis_client):
-    """The small model's breaker, open and with its cool-down over: the next caller probes."""
+    """The small model's breaker, open and with its cool-down over, and the owner token of the
+    probe lease just taken."""
     for _ in range(settings.LLM_BREAKER_FAILURES):
         gateway.breaker.record_failure(MODEL, probe=False)
     state = gateway.breaker.keys(MODEL)[0]
     redis_client.hset(state, "open_until", 1)  # the cool-down ended long ago
-    assert gateway.breaker.admit(MODEL).verdict.value == "probe"
-    return gateway
+    admission = gateway.breaker.admit(MODEL)
+    assert admission.verdict.value == "probe"
+    return gateway, admission.token
 
 
 def test_leaving_without_settling_gives_everything_back(open_breaker, redis_client):
-    gateway = open_breaker
+    gateway, token = open_breaker
     bucket = gateway.limiter.key("haiku")
-    with acquire(gateway, probe=True):
+    with acquire(gateway, probe_token=token):
         assert spent(gateway)["run_usd"] == 5000
         taken = float(redis_client.hget(bucket, "i"))
 
@@ -95,16 +97,16 @@ def test_a_step_that_may_have_been_charged_keeps_its_worst_case(gateway):
 
 
 def test_a_probe_that_fails_reopens_the_breaker_and_is_not_handed_on(open_breaker):
-    gateway = open_breaker
-    with acquire(gateway, probe=True) as lease:
+    gateway, token = open_breaker
+    with acquire(gateway, probe_token=token) as lease:
         assert lease.record_failure() == "reopened"
 
     assert gateway.breaker.admit(MODEL).verdict.value == "open"
 
 
 def test_a_probe_that_succeeds_closes_the_breaker(open_breaker):
-    gateway = open_breaker
-    with acquire(gateway, probe=True) as lease:
+    gateway, token = open_breaker
+    with acquire(gateway, probe_token=token) as lease:
         lease.settle(micro_usd=1, tokens=1, input_tokens=1, output_tokens=1)
 
     assert gateway.breaker.state(MODEL) == "closed"

@@ -124,3 +124,30 @@ def gateway_calls(
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=calls) as pool:
         return list(pool.map(one, range(calls)))
+
+
+def reserve_and_hang(redis_url: str, limits: Limits, cost: int, hold_seconds: float) -> None:
+    """Reserve `cost` and never settle: the parent kills this process (kill -9) meanwhile, as a
+    worker dies between reserve and settle. Reports the reservation id on a Redis list."""
+    client = redis.Redis.from_url(redis_url)
+    budgets = Budgets(client, limits, prefix="ledgerly:test", hold_seconds=hold_seconds)
+    outcome = budgets.reserve([Candidate(cost, 10, large=False)], run_id="killed")
+    assert isinstance(outcome, Reservation)
+    client.rpush("reserve_and_hang:reserved", outcome.rid)
+    time.sleep(600)
+
+
+def release_probe_from_elsewhere(redis_url: str, model: str) -> tuple[str, bool]:
+    """In another process: ask the breaker (whose probe lease someone else holds) for admission
+    and try to release the probe lease with the token it was given. Returns the verdict and
+    whether the release took."""
+    breaker = CircuitBreaker(
+        redis.Redis.from_url(redis_url),
+        failures=1,
+        window_seconds=60,
+        cooldown_seconds=0.1,
+        probe_lease_seconds=30,
+        prefix="ledgerly:test",
+    )
+    admission = breaker.admit(model)
+    return admission.verdict.value, breaker.release_probe(model, admission.token or "guess")

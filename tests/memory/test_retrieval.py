@@ -7,6 +7,7 @@ import redis
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from ledgerly.redis_keys import prefixed
 from memory import embeddings, hot, query_rewrite, selectors, services
 from memory.models import Article, Chunk
 
@@ -130,7 +131,7 @@ def test_the_cache_key_ignores_case_and_spacing_but_not_k(search_cache):
 def test_the_cache_stores_no_question_text(search_cache):
     selectors.passages_search(query="my secret question about refunds", k=3)
 
-    keys = [k.decode() for k in search_cache.keys("ledgerly:memory:search:*")]
+    keys = [k.decode() for k in search_cache.keys(prefixed(f"{selectors.SEARCH_CACHE_PREFIX}*"))]
     assert len(keys) == 1
     assert "secret" not in keys[0]
 
