@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := docker-compose chromium fonts-liberation
+APT_PACKAGES := docker-compose chromium fonts-liberation prometheus
 
 .PHONY: install system-deps run test lint format bench clean
 
@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Debian packages the tests use (docker-compose validates the compose file offline; the browser
-# tests drive Debian's chromium through Python playwright, never `playwright install`).
+# tests drive Debian's chromium through Python playwright, never `playwright install`; prometheus
+# gives promtool, which checks and unit-tests deploy/prometheus/rules.yml).
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
