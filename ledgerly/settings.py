@@ -225,6 +225,30 @@ CELERY_BEAT_SCHEDULE["support-sweep-runs"] = {
     "task": "support.tasks.sweep_runs",
     "schedule": SUPPORT_SWEEP_EVERY_SECONDS,
 }
+# Releases (support/releases.py): a shadow candidate also works this share of new tickets; the
+# check compares the candidate with the current release over the window, from this many settled
+# tickets on, and rolls it back past any threshold.
+RELEASE_SHADOW_SAMPLE = env.floating("RELEASE_SHADOW_SAMPLE", 0.10)
+RELEASE_WINDOW_MINUTES = env.integer("RELEASE_WINDOW_MINUTES", 60, minimum=1)
+RELEASE_MIN_SAMPLE = env.integer("RELEASE_MIN_SAMPLE", 20, minimum=1)
+RELEASE_INCOMPLETE_AFTER_SECONDS = env.integer(
+    "RELEASE_INCOMPLETE_AFTER_SECONDS", 600, minimum=SUPPORT_RUN_WALL_SECONDS
+)
+RELEASE_MIN_COMPLETION_RATE = env.floating("RELEASE_MIN_COMPLETION_RATE", 0.85)
+RELEASE_MAX_LATENCY_RATIO = env.floating("RELEASE_MAX_LATENCY_RATIO", 2.0, minimum=1.0)
+RELEASE_MAX_COST_RATIO = env.floating("RELEASE_MAX_COST_RATIO", 1.5, minimum=1.0)
+RELEASE_MAX_ERROR_RATE = env.floating("RELEASE_MAX_ERROR_RATE", 0.05)
+for _name in ("RELEASE_SHADOW_SAMPLE", "RELEASE_MIN_COMPLETION_RATE", "RELEASE_MAX_ERROR_RATE"):
+    if not 0 <= globals()[_name] <= 1:
+        raise ImproperlyConfigured(
+            f'Environment variable "{_name}" must be a fraction from 0 to 1, '
+            f"got {globals()[_name]}."
+        )
+RELEASE_CHECK_EVERY_SECONDS = env.integer("RELEASE_CHECK_EVERY_SECONDS", 60, minimum=5)
+CELERY_BEAT_SCHEDULE["support-check-releases"] = {
+    "task": "support.tasks.check_releases",
+    "schedule": RELEASE_CHECK_EVERY_SECONDS,
+}
 
 # --- REST API (/api/v1/) --------------------------------------------------------------------------
 # A rotated key stays valid this long beside its replacement, then it is refused.

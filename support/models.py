@@ -102,11 +102,85 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "Failed (dead letter)"
 
 
+class ReleaseState(models.TextChoices):
+    DRAFT = "draft", "Draft (not serving)"
+    SHADOW = "shadow", "Shadow (runs beside the current one; output recorded, never sent)"
+    CANARY = "canary", "Canary (answers a share of customers)"
+    CURRENT = "current", "Current (answers everyone else)"
+    RETIRED = "retired", "Retired (was current)"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+
+
+CANDIDATE_STATES = (ReleaseState.SHADOW, ReleaseState.CANARY)
+
+
+class Release(models.Model):
+    """A named set of prompt versions (per prompt name) and model ids (per tier). One is current;
+    at most one candidate runs beside it, as a shadow or a canary (support/releases.py). A prompt
+    or tier the release does not name is served as configured (the prompt file's version, the
+    LLM_MODEL_* setting). Never edited once it has served: a change is a new release."""
+
+    name = models.SlugField(max_length=60, unique=True)
+    prompt_versions = models.JSONField(default=dict, blank=True, help_text="{prompt name: version}")
+    model_ids = models.JSONField(default=dict, blank=True, help_text="{tier: exact model id}")
+    notes = models.TextField(blank=True)
+    state = models.CharField(max_length=12, choices=ReleaseState.choices, default="draft")
+    # A canary's share of customers (0-1, by a stable hash of the customer ref).
+    share = models.DecimalField(max_digits=5, decimal_places=4, default=0)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    started_by = models.CharField(max_length=150, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    promoted_by = models.CharField(max_length=150, blank=True)
+    # Who rolled it back ("system" for the automatic check, else the staff member), when, why,
+    # and the figures the decision was made on.
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+    rolled_back_by = models.CharField(max_length=150, blank=True)
+    rollback_reason = models.TextField(blank=True)
+    rollback_metrics = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["state"], condition=Q(state="current"), name="release_one_current"
+            ),
+            models.UniqueConstraint(
+                fields=["state"],
+                condition=Q(state__in=["shadow", "canary"]),
+                name="release_one_candidate",
+            ),
+            models.CheckConstraint(
+                condition=Q(share__gte=0, share__lte=1), name="release_share_fraction"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.state})"
+
+
 class Run(models.Model):
     """The state of a ticket's work. `checkpoint` is everything a worker needs to take the next
-    step: the lane's own state, caps consumed, prompt and tool versions, model ids."""
+    step: the lane's own state, caps consumed, prompt and tool versions, model ids.
 
-    ticket = models.OneToOneField(Ticket, on_delete=models.CASCADE, related_name="run")
+    A shadow run (`shadow_of` set, no `ticket` of its own) answers its live run's first message
+    under a candidate release: the same steps, but nothing it does reaches the customer or the
+    records (support/releases.py)."""
+
+    ticket = models.OneToOneField(
+        Ticket, on_delete=models.CASCADE, related_name="run", null=True, blank=True
+    )
+    shadow_of = models.ForeignKey(
+        "self", on_delete=models.CASCADE, null=True, blank=True, related_name="shadows"
+    )
+    release = models.ForeignKey(
+        Release, on_delete=models.PROTECT, null=True, blank=True, related_name="runs"
+    )
+    # When the run first settled a message (its latency is settled_at - created_at) and how:
+    # completed, escalated (by design), capped or error. What the release metrics read.
+    settled_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, blank=True)
     status = models.CharField(max_length=8, choices=RunStatus.choices, default=RunStatus.READY)
     step = models.PositiveIntegerField(default=0, help_text="Steps committed so far")
     checkpoint = models.JSONField(default=dict)
@@ -124,10 +198,61 @@ class Run(models.Model):
         indexes = [
             models.Index(fields=["status", "wake_at"]),
             models.Index(fields=["status", "lease_until"]),
+            models.Index(fields=["release", "created_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ticket__isnull=False, shadow_of__isnull=True)
+                | Q(ticket__isnull=True, shadow_of__isnull=False),
+                name="run_live_or_shadow",
+            ),
+            models.UniqueConstraint(
+                fields=["shadow_of", "release"], name="run_one_shadow_per_release"
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"Run #{self.pk} step {self.step} ({self.status})"
+        kind = f"shadow of run {self.shadow_of_id}" if self.shadow_of_id else "run"
+        return f"Run #{self.pk} ({kind}) step {self.step} ({self.status})"
+
+
+class RunOutcome(models.TextChoices):
+    COMPLETED = "completed", "Completed"
+    ESCALATED = "escalated", "Escalated by design"
+    CAPPED = "capped", "Capped (escalated)"
+    ERROR = "error", "Error"
+
+
+class ShadowOutput(models.Model):
+    """What a shadow run would have done for one message: the reply, the escalation it would
+    have opened, the writes it tried (each rolled back, with what they would have made) and the
+    reply guard's findings. Never sent; staff compare it with what the customer got."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="shadow_outputs")
+    live_run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="+")
+    release = models.ForeignKey(Release, on_delete=models.CASCADE, related_name="shadow_outputs")
+    message_seq = models.PositiveIntegerField()
+    step = models.PositiveIntegerField()
+    kind = models.CharField(max_length=40)
+    lane = models.CharField(max_length=8, blank=True)
+    next = models.CharField(max_length=20, blank=True)
+    reply = models.TextField(blank=True)
+    sources = models.JSONField(default=list, blank=True)
+    escalation = models.JSONField(default=dict, blank=True)
+    dry_runs = models.JSONField(default=list, blank=True)
+    guard = models.JSONField(default=list, blank=True)
+    tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "step"], name="shadow_output_once_per_step")
+        ]
+
+    def __str__(self) -> str:
+        return f"Shadow output of run {self.run_id} ({self.release_id}) step {self.step}"
 
 
 class RunStep(models.Model):

@@ -40,12 +40,16 @@ from support.models import (
     KillSwitch,
     KillSwitchScope,
     Lane,
+    ReleaseState,
     Run,
+    RunOutcome,
     RunStatus,
     RunStep,
+    ShadowOutput,
     Ticket,
     TicketState,
 )
+from support.releases import pins_of, run_release_assign
 from support.steps import EscalationDraft, Reply, StepEnv, StepOutcome, enqueue_step
 
 log = structlog.get_logger(__name__)
@@ -96,16 +100,24 @@ def claim(*, run_id: int, step: int, now: dt.datetime | None = None) -> bool:
     )
 
 
-def _pending_message(ticket: Ticket, answered_through: int) -> Message | None:
-    return (
-        Message.objects.filter(
-            conversation_id=ticket.conversation_id,
-            role=MessageRole.CUSTOMER,
-            seq__gt=answered_through,
-        )
-        .order_by("seq")
-        .first()
+def _pending_message(
+    ticket: Ticket, answered_through: int, until: int | None = None
+) -> Message | None:
+    """The next customer message to answer (a shadow run answers only up to `until`)."""
+    messages = Message.objects.filter(
+        conversation_id=ticket.conversation_id, role=MessageRole.CUSTOMER, seq__gt=answered_through
     )
+    if until is not None:
+        messages = messages.filter(seq__lte=until)
+    return messages.order_by("seq").first()
+
+
+def _ticket_of(run: Run) -> Ticket:
+    """A live run's ticket, or the ticket its live run works (a shadow run has none)."""
+    ticket = run.ticket if run.shadow_of_id is None else run.shadow_of.ticket  # type: ignore[union-attr]
+    if ticket is None:
+        raise ValueError(f"run {run.pk} has no ticket")
+    return ticket
 
 
 def _live_refund_request(ticket: Ticket, pk: int | None) -> RefundRequest | None:
@@ -123,7 +135,8 @@ def _guarded(env: StepEnv, lane: str, reply: Reply, refund_request_id: int | Non
     if verdict.ok:
         return reply
     if lane in (Lane.FAQ, Lane.AGENT):
-        GuardIntervention.objects.create(
+        _intervention(
+            env,
             ticket=env.ticket,
             lane=lane,
             draft=reply.text,
@@ -152,7 +165,8 @@ def _guarded(env: StepEnv, lane: str, reply: Reply, refund_request_id: int | Non
             verdict = again
         except llm.LLMError:  # ModelUnavailable included
             pass
-    GuardIntervention.objects.create(
+    _intervention(
+        env,
         ticket=env.ticket,
         lane=lane or "",
         draft=reply.text,
@@ -162,6 +176,79 @@ def _guarded(env: StepEnv, lane: str, reply: Reply, refund_request_id: int | Non
     telemetry.guard_intervened(lane=lane, action="replaced")
     log.warning("support.reply_replaced", ticket=env.ticket.pk, violations=verdict.violations)
     return Reply(guard.safe_reply(refund_request=request))
+
+
+def _intervention(env: StepEnv, **fields: Any) -> None:
+    """Record a reply-guard intervention; a shadow run's goes to its own record instead."""
+    if env.shadow:
+        env.dry_runs.append(
+            {"guard": {k: v for k, v in fields.items() if k != "ticket"}, "service": "guard"}
+        )
+        return
+    GuardIntervention.objects.create(**fields)
+
+
+def _outcome(escalation: EscalationDraft | None) -> str:
+    """How a settled message ended, for the release metrics (support/releases.py)."""
+    if escalation is None:
+        return RunOutcome.COMPLETED
+    if escalation.reason == "model_unavailable":
+        return RunOutcome.ERROR
+    if escalation.reason.startswith("cap"):
+        return RunOutcome.CAPPED
+    return RunOutcome.ESCALATED
+
+
+def _settle(run: Run, outcome: str) -> None:
+    """The run's first settled message sets its latency and outcome; a later error or cap
+    overrides the outcome (the ticket did not end well)."""
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk, settled_at__isnull=True).update(settled_at=now, outcome=outcome)
+    if outcome in (RunOutcome.ERROR, RunOutcome.CAPPED):
+        Run.objects.filter(pk=run.pk).exclude(outcome=RunOutcome.ERROR).update(outcome=outcome)
+
+
+def _shadow_commit(
+    *,
+    run: Run,
+    step: int,
+    checkpoint: dict[str, Any],
+    status: str,
+    reply: Reply | None,
+    escalation: EscalationDraft | None,
+    kind: str,
+    detail: dict[str, Any],
+    tokens: int,
+    cost: Decimal,
+    enqueue: bool,
+) -> None:
+    """A shadow step's commit: what it would have sent goes to a ShadowOutput row; nothing to
+    the conversation, the ticket or the escalations. Runs inside _commit's transaction."""
+    live_run, release = run.shadow_of, run.release
+    if live_run is None or release is None:
+        raise ValueError(f"run {run.pk} is no shadow run")
+    if reply is not None or escalation is not None:
+        ShadowOutput.objects.create(
+            run=run,
+            live_run=live_run,
+            release=release,
+            message_seq=int(checkpoint.get("message_seq", 0)),
+            step=step,
+            kind=kind,
+            lane=str(checkpoint.get("lane") or "")[:8],
+            next="" if status == RunStatus.READY else kind,
+            reply="" if reply is None else reply.text,
+            sources=[] if reply is None else reply.sources,
+            escalation={}
+            if escalation is None
+            else {"reason": escalation.reason, "detail": escalation.detail},
+            dry_runs=list(detail.get("dry_runs") or []),
+            guard=[d["guard"] for d in detail.get("dry_runs") or [] if "guard" in d],
+            tokens=tokens,
+            cost_usd=cost,
+        )
+    if status == RunStatus.READY and enqueue:
+        enqueue_step(run_id=run.pk, step=step + 1)
 
 
 def _commit(
@@ -213,7 +300,24 @@ def _commit(
             worker=WORKER,
             started_at=started,
         )
-        ticket = run.ticket
+        if status == RunStatus.IDLE:
+            _settle(run, _outcome(escalation))
+        if run.shadow_of_id is not None:
+            _shadow_commit(
+                run=run,
+                step=expected,
+                checkpoint=checkpoint,
+                status=status,
+                reply=reply,
+                escalation=escalation,
+                kind=kind,
+                detail=detail,
+                tokens=tokens,
+                cost=cost,
+                enqueue=enqueue,
+            )
+            return
+        ticket = _ticket_of(run)
         if reply is not None:
             memory_services.message_append(
                 conversation=ticket.conversation, role=MessageRole.ASSISTANT, content=reply.text
@@ -263,18 +367,24 @@ def _kill_switch_on(ticket: Ticket) -> bool:
 
 
 def _ctx(run: Run, ticket: Ticket, checkpoint: dict[str, Any]) -> llm.CallContext:
+    # A shadow's calls are the house's experiment, not the customer's use: they count against
+    # a budget of their own, so a shadow can never use up a customer's daily budget.
+    ref = ticket.customer.ref
     return llm.CallContext(
         run_id=f"run-{run.pk}",
         ticket_id=str(ticket.pk),
-        customer_ref=ticket.customer.ref,
+        customer_ref=ref if run.shadow_of_id is None else f"shadow:{ref}",
         deadline_at=dt.datetime.fromisoformat(checkpoint["deadline_at"]),
+        pins=None if run.release is None else pins_of(run.release),
     )
 
 
 def _begin_message(run: Run, ticket: Ticket, checkpoint: dict[str, Any]) -> dict[str, Any] | None:
     """If the run is between messages and one waits, start answering it (a new segment with its
     own wall-clock deadline). Returns the updated checkpoint, or None when nothing waits."""
-    message = _pending_message(ticket, int(checkpoint.get("answered_through", 0)))
+    message = _pending_message(
+        ticket, int(checkpoint.get("answered_through", 0)), checkpoint.get("shadow_until")
+    )
     if message is None:
         return None
     deadline = timezone.now() + dt.timedelta(seconds=settings.SUPPORT_RUN_WALL_SECONDS)
@@ -352,11 +462,12 @@ def _compute(run: Run, ticket: Ticket, checkpoint: dict[str, Any]) -> tuple[Step
         checkpoint=checkpoint,
         message=str(checkpoint.get("message", "")),
         ctx=_ctx(run, ticket, checkpoint),
+        shadow=run.shadow_of_id is not None,
     )
     fresh = bool(checkpoint.get("fresh"))
     if _kill_switch_on(ticket):
         return _human("kill_switch", "a kill switch is on", PAUSED_REPLY), env
-    if fresh and _with_staff(ticket):
+    if fresh and not env.shadow and _with_staff(ticket):
         # A person has this conversation: the assistant does not answer over their head.
         return _human("with_staff", "the customer wrote again", WITH_STAFF_REPLY), env
     if fresh and router.wants_human(env.message):
@@ -388,8 +499,22 @@ def advance(*, run_id: int, step: int) -> str:
     """Take step `step` of run `run_id` if it is this worker's to take. Returns what happened."""
     if not claim(run_id=run_id, step=step):
         return "not-claimed"
-    run = Run.objects.select_related("ticket__customer", "ticket__conversation").get(pk=run_id)
-    ticket = run.ticket
+    run = Run.objects.select_related(
+        "ticket__customer",
+        "ticket__conversation",
+        "shadow_of__ticket__customer",
+        "shadow_of__ticket__conversation",
+        "release",
+    ).get(pk=run_id)
+    ticket = _ticket_of(run)
+    if run.shadow_of_id is None:
+        run_release_assign(run=run)  # at its first step: for good
+    elif run.release is None or run.release.state == ReleaseState.ROLLED_BACK:
+        # Rolled back: its shadows stop where they are.
+        Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+            status=RunStatus.IDLE, lease_until=None, lease_owner="", wait_reason="rolled back"
+        )
+        return "shadow-stopped"
     checkpoint = dict(run.checkpoint)
     started = timezone.now()
     if checkpoint.get("phase") in (None, "idle"):
@@ -399,7 +524,9 @@ def advance(*, run_id: int, step: int) -> str:
                 status=RunStatus.IDLE, lease_until=None, lease_owner=""
             )
             # A message that arrived while we looked found the run running, so nobody woke it.
-            if _pending_message(ticket, int(checkpoint.get("answered_through", 0))) and (
+            if _pending_message(
+                ticket, int(checkpoint.get("answered_through", 0)), checkpoint.get("shadow_until")
+            ) and (
                 Run.objects.filter(pk=run.pk, status=RunStatus.IDLE).update(status=RunStatus.READY)
             ):
                 enqueue_step(run_id=run.pk, step=step)
@@ -547,7 +674,11 @@ def _apply(
         reply=reply,
         escalation=outcome.escalation,
         kind=outcome.kind,
-        detail={**outcome.detail, "calls": env.calls} if env.calls else outcome.detail,
+        detail={
+            **outcome.detail,
+            **({"calls": env.calls} if env.calls else {}),
+            **({"dry_runs": env.dry_runs} if env.dry_runs else {}),
+        },
         tokens=env.tokens,
         cost=env.cost_usd,
         started=started,
@@ -688,7 +819,16 @@ def _retry_or_give_up(
 
 
 def dead_letter(*, run: Run, step: int, checkpoint: dict[str, Any], error: str) -> None:
-    """A run that failed for good: record it with its last checkpoint; the customer is told."""
+    """A run that failed for good: record it with its last checkpoint; the customer is told.
+    A shadow run just stops, its error on its record (nobody retries an experiment)."""
+    if run.shadow_of_id is not None:
+        with transaction.atomic():
+            if Run.objects.filter(pk=run.pk, step=step, status=RunStatus.RUNNING).update(
+                status=RunStatus.FAILED, lease_until=None, lease_owner="", wait_reason=error[:200]
+            ):
+                _settle(run, RunOutcome.ERROR)
+        return
+    ticket = _ticket_of(run)
     with transaction.atomic():
         changed = Run.objects.filter(pk=run.pk, step=step, status=RunStatus.RUNNING).update(
             status=RunStatus.FAILED, lease_until=None, lease_owner="", updated_at=timezone.now()
@@ -696,11 +836,12 @@ def dead_letter(*, run: Run, step: int, checkpoint: dict[str, Any], error: str) 
         if changed != 1:
             return
         DeadLetter.objects.create(run=run, error=error, step=step, checkpoint=checkpoint)
-        Ticket.objects.filter(pk=run.ticket_id).update(
+        _settle(run, RunOutcome.ERROR)
+        Ticket.objects.filter(pk=ticket.pk).update(
             state=TicketState.FAILED, updated_at=timezone.now()
         )
         memory_services.message_append(
-            conversation=run.ticket.conversation,
+            conversation=ticket.conversation,
             role=MessageRole.ASSISTANT,
             content=UNAVAILABLE_REPLY,
         )

@@ -279,7 +279,7 @@ def dead_letter_retry(*, dead_letter: DeadLetter) -> bool:
             return False
         checkpoint = {**run.checkpoint, "retries": 0}
         Run.objects.filter(pk=run.pk).update(status=RunStatus.READY, checkpoint=checkpoint)
-        Ticket.objects.filter(pk=run.ticket_id).update(state=TicketState.IN_LANE)
+        Ticket.objects.filter(run=run).update(state=TicketState.IN_LANE)
         run.refresh_from_db()
         enqueue_step(run_id=run.pk, step=run.step)
     return True

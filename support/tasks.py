@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from support import memories, runner, services, sweeps
+from support import memories, releases, runner, services, sweeps
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -29,3 +29,9 @@ def refund_request_changed(refund_request_id: int, state: str) -> int:
 def sweep_memories() -> dict[str, int]:
     """Beat: extract what to remember from conversations that went quiet (Message Batches)."""
     return memories.memories_sweep()
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def check_releases() -> dict[str, object]:
+    """Beat: compare the candidate release with the current one; roll it back past a threshold."""
+    return releases.releases_check()

@@ -53,13 +53,20 @@ class ToolResultInvalid(Exception):
     """A tool's result broke its schema: the run escalates instead of letting the model guess."""
 
 
+def _call(service: Callable[..., Any], /, **kwargs: Any) -> Any:
+    return service(**kwargs)
+
+
 @dataclass(frozen=True)
 class ToolScope:
-    """What every tool may touch: the ticket's customer, and whose run proposes."""
+    """What every tool may touch: the ticket's customer, and whose run proposes. A tool that
+    writes calls its service through `write` (the step's `StepEnv.write`: a dry run in a shadow
+    run)."""
 
     customer: Customer
     ticket_id: int
     run_id: int
+    write: Callable[..., Any] = _call
 
 
 def _money(value: object) -> str:
@@ -194,7 +201,8 @@ def propose_refund(scope: ToolScope, args: dict[str, Any]) -> dict[str, Any]:
     confidence = float(args.get("confidence", 0))
     uncertainty = str(args.get("uncertainty", ""))[:500]
     try:
-        request = billing_services.refund_request_create(
+        request = scope.write(
+            billing_services.refund_request_create,
             customer=scope.customer,
             charge=charge,
             amount=amount,

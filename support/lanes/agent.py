@@ -194,7 +194,9 @@ def _tool_batch(env: StepEnv, state: dict[str, Any]) -> StepOutcome:
             "tool_calls",
             f"{used} tool calls is above the anomaly limit of {settings.SUPPORT_TOOL_CALL_LIMIT}",
         )
-    scope = tools.ToolScope(customer=env.customer, ticket_id=env.ticket.pk, run_id=env.run.pk)
+    scope = tools.ToolScope(
+        customer=env.customer, ticket_id=env.ticket.pk, run_id=env.run.pk, write=env.write
+    )
     results: dict[str, tuple[dict[str, Any], bool]] = {}
     invalid = [c for c in calls if c.get("error")]
     for call in invalid:

@@ -11,8 +11,6 @@ import re
 
 from django.conf import settings
 
-from ledgerly.llm import conf as llm_conf
-from ledgerly.llm import prompt_registry
 from memory import selectors as memory_selectors
 from memory import services as memory_services
 from support import guard
@@ -36,17 +34,18 @@ def cite(text: str, titles: dict[str, str]) -> tuple[str, list[dict[str, str]]]:
     return clean, [{"slug": slug, "title": titles[slug]} for slug in cited]
 
 
-def _answer_model() -> str:
-    return llm_conf.config().models["small"]
-
-
 def answer_question(env: StepEnv, question: str) -> tuple[Reply, dict[str, object]]:
     """A grounded answer to `question` (one model call at most) and what was done for it."""
-    prompt_ref = prompt_registry.get(PROMPT).ref
-    model = _answer_model()
+    # The cache is keyed by what writes the answer: the run's release's prompt version and model.
+    prompt_ref = env.prompt(PROMPT).ref
+    model = env.model_for("small")
     if settings.SUPPORT_SEMANTIC_CACHE:
-        cached = memory_services.semantic_cache_lookup(
-            question=question, prompt_version=prompt_ref, answer_model=model, customer=env.customer
+        cached = env.write(
+            memory_services.semantic_cache_lookup,  # logs the lookup: a dry run in a shadow
+            question=question,
+            prompt_version=prompt_ref,
+            answer_model=model,
+            customer=env.customer,
         )
         if cached is not None:
             return Reply(cached.answer, list(cached.sources)), {
@@ -78,6 +77,7 @@ def answer_question(env: StepEnv, question: str) -> tuple[Reply, dict[str, objec
         return Reply(NOT_FOUND), {**detail, "found": False}
     if (
         settings.SUPPORT_SEMANTIC_CACHE
+        and not env.shadow  # a shadow's answers are never served to anyone
         and guard.check(text=text, customer=env.customer, refund_request=None).ok
     ):
         # Only a draft the guard lets through is kept for other customers (the runner guards

@@ -351,7 +351,8 @@ def _create(env: StepEnv, charge: Charge, reason: str, amount: Decimal | None) -
     request the customer withdrew is replaced by a new one when they ask again)."""
     key = f"ticket:{env.ticket.pk}:charge:{charge.ref}" + (f":{amount}" if amount else "")
     for attempt in range(3):
-        request = billing_services.refund_request_create(
+        request = env.write(
+            billing_services.refund_request_create,
             customer=env.customer,
             charge=charge,
             amount=amount,
@@ -409,8 +410,10 @@ def step(env: StepEnv) -> StepOutcome:
                 next="reply",
                 reply=Reply("No problem: I haven't requested any refund, so nothing changes."),
             )
-        withdrawn = billing_services.refund_request_withdraw(
-            refund_request=request, note="The customer withdrew it in the conversation."
+        withdrawn = env.write(
+            billing_services.refund_request_withdraw,
+            refund_request=request,
+            note="The customer withdrew it in the conversation.",
         )
         amount = money(request.amount, request.currency)
         reply = (
@@ -433,8 +436,10 @@ def step(env: StepEnv) -> StepOutcome:
     if _CORRECT.search(text) or (names_other and state.get("charge")):
         excluded = list(state.get("excluded") or [])
         previous = state.get("charge")
-        if request is not None and not billing_services.refund_request_withdraw(
-            refund_request=request, note="The customer meant another charge."
+        if request is not None and not env.write(
+            billing_services.refund_request_withdraw,
+            refund_request=request,
+            note="The customer meant another charge.",
         ):
             return StepOutcome(
                 kind="refund_correct",
@@ -467,8 +472,10 @@ def step(env: StepEnv) -> StepOutcome:
         )
     if request is not None and _PARTIAL.search(text):
         asked = _asked_amount(text, request.charge, request.amount + Decimal("0.01"))
-        if asked is not None and billing_services.refund_request_withdraw(
-            refund_request=request, note=f"The customer asked for {asked} instead."
+        if asked is not None and env.write(
+            billing_services.refund_request_withdraw,
+            refund_request=request,
+            note=f"The customer asked for {asked} instead.",
         ):
             return _decide(env, request.charge, "correction", {**state, "refund_request": None})
     ruled = router.by_rules(text)
