@@ -23,8 +23,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     LEDGERLY_ENV=production \
     LOG_FORMAT=json \
-    PORT=8000
-RUN groupadd --system ledgerly && useradd --system --gid ledgerly --home-dir /app ledgerly
+    PORT=8000 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/ledgerly-metrics
+# /metrics sums the processes of one container (prometheus-client multiprocess mode): their
+# files live in PROMETHEUS_MULTIPROC_DIR, which the web command empties at start. A worker
+# container serves its own on METRICS_PORT when that is set.
+RUN groupadd --system ledgerly && useradd --system --gid ledgerly --home-dir /app ledgerly \
+    && mkdir -p /tmp/ledgerly-metrics && chown ledgerly:ledgerly /tmp/ledgerly-metrics
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=ledgerly:ledgerly . .
@@ -35,4 +40,4 @@ USER ledgerly
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"PORT\"]}/healthz', timeout=2)"
-CMD ["sh", "-c", "exec uvicorn ledgerly.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WEB_CONCURRENCY:-2} --proxy-headers"]
+CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\"/* && exec uvicorn ledgerly.asgi:application --host 0.0.0.0 --port ${PORT} --workers ${WEB_CONCURRENCY:-2} --proxy-headers"]

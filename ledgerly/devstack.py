@@ -196,6 +196,14 @@ def _run_stack() -> int:
             subprocess.run([py, manage, *step], check=True, cwd=root)  # noqa: S603
             print(f"[ledgerly] {step[0]}: {time.monotonic() - t_step:.1f} s", flush=True)
 
+        # /metrics sums web, worker and beat: they share one multiprocess directory, emptied
+        # at each start (files of processes that are gone would be counted again).
+        metrics_dir = Path(
+            os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data / "prometheus"))
+        )
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+
         host = os.environ.get("HOST", "127.0.0.1")
         port = os.environ.get("PORT", "8000")
         celery = [py, "-m", "celery", "-A", "ledgerly"]
