@@ -17,7 +17,11 @@ APP_SERVICES = ["migrate", "web", "worker", "beat"]
 
 
 def _compose_config(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "POSTGRES_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DJANGO_", "POSTGRES_", "WORKER_", "WEB_", "REDIS_", "LLM_"))
+    }
     return subprocess.run(
         ["docker-compose", "-f", "docker-compose.yml", "config", *args],
         cwd=ROOT,
@@ -29,22 +33,31 @@ def _compose_config(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+REQUIRED = {"DJANGO_SECRET_KEY": "a-test-secret", "POSTGRES_PASSWORD": "a-test-password"}
+
+
 @pytest.fixture(scope="module")
-def services() -> dict[str, Any]:
-    result = _compose_config(DJANGO_SECRET_KEY="a-test-secret")
+def rendered() -> dict[str, Any]:
+    result = _compose_config(**REQUIRED)
     assert result.returncode == 0, result.stderr
-    return yaml.safe_load(result.stdout)["services"]
+    return yaml.safe_load(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def services(rendered) -> dict[str, Any]:
+    return rendered["services"]
 
 
 def test_compose_file_validates():
-    result = _compose_config("-q", DJANGO_SECRET_KEY="x")
+    result = _compose_config("-q", **REQUIRED)
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_refuses_to_start_without_a_secret_key():
-    result = _compose_config("-q")
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_compose_refuses_to_start_without_a_required_secret(missing):
+    result = _compose_config("-q", **{k: v for k, v in REQUIRED.items() if k != missing})
     assert result.returncode != 0
-    assert "DJANGO_SECRET_KEY" in result.stderr
+    assert missing in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -63,6 +76,60 @@ def test_app_services_are_configured_only_by_environment(services, service):
     assert spec["environment"]["DATABASE_URL"].startswith("postgresql://ledgerly:")
     assert spec["environment"]["REDIS_URL"] == "redis://redis:6379/0"
     assert spec["environment"]["DJANGO_SECRET_KEY"] == "a-test-secret"
+    assert "a-test-password" in spec["environment"]["DATABASE_URL"]
+
+
+def test_the_compose_file_holds_no_secret_value():
+    # Every secret-like setting is interpolated from the environment, with no default.
+    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    env = {**raw["x-app"]["environment"], **raw["services"]["db"]["environment"]}
+    secret_like = {k: v for k, v in env.items() if re.search(r"SECRET|PASSWORD|API_KEY|DSN", k)}
+
+    assert set(secret_like) >= {"DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "ANTHROPIC_API_KEY"}
+    for name, value in secret_like.items():
+        assert re.fullmatch(r"\$\{[A-Z_]+(:\?[^}]*|:-)\}", value), (name, value)
+    assert "${POSTGRES_PASSWORD:?" in env["DATABASE_URL"]
+
+
+@pytest.mark.parametrize("service", ["db", "redis"])
+def test_postgres_and_redis_sit_only_on_the_internal_network_unpublished(
+    rendered, services, service
+):
+    assert "ports" not in services[service]
+    assert list(services[service]["networks"]) == ["data"]
+    assert rendered["networks"]["data"]["internal"] is True
+
+
+def test_only_the_web_service_is_exposed(services):
+    assert sorted(name for name, spec in services.items() if spec.get("ports")) == ["web"]
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_services_reach_the_data_network_and_the_outside(rendered, services, service):
+    # The model provider is outside: an internal-only network would cut the workers off.
+    assert set(services[service]["networks"]) == {"data", "egress"}
+    assert not rendered["networks"]["egress"].get("internal", False)
+
+
+@pytest.mark.parametrize(("setting", "replicas"), [({}, 2), ({"WORKER_REPLICAS": "5"}, 5)])
+def test_workers_scale_by_replicas_from_the_environment(setting, replicas):
+    result = _compose_config(**REQUIRED, **setting)
+    assert result.returncode == 0, result.stderr
+    worker = yaml.safe_load(result.stdout)["services"]["worker"]
+
+    assert worker["deploy"]["replicas"] == replicas
+    assert "container_name" not in worker  # a fixed name could not be scaled
+
+
+def test_beat_runs_as_exactly_one_replica(services):
+    assert services["beat"]["deploy"]["replicas"] == 1
+
+
+def test_migrations_load_the_reference_data_the_router_and_faq_need(services):
+    command = " ".join(services["migrate"]["command"])
+
+    for step in ("migrate --no-input", "ingest_helpcenter", "seed_router_exemplars"):
+        assert f"manage.py {step}" in command
 
 
 @pytest.mark.parametrize("service", ["web", "worker", "beat"])
@@ -73,7 +140,7 @@ def test_app_services_start_after_migrations(services, service):
 
 
 def test_worker_and_beat_run_celery(services):
-    assert services["worker"]["command"][:4] == ["celery", "-A", "ledgerly", "worker"]
+    assert "exec celery -A ledgerly worker" in services["worker"]["command"][-1]
     assert services["beat"]["command"][:4] == ["celery", "-A", "ledgerly", "beat"]
 
 
