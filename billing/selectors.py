@@ -93,3 +93,15 @@ def refund_requests_awaiting_decision() -> QuerySet[RefundRequest]:
         .filter(state=RefundRequestState.PROPOSED)
         .order_by("created_at", "id")
     )
+
+
+def refund_requests_for_staff(*, state: str | None = None) -> QuerySet[RefundRequest]:
+    """Every customer's requests (staff read them all), newest first; `state` filters."""
+    requests = RefundRequest.objects.select_related("customer", "charge__invoice", "decided_by")
+    if state is not None:
+        requests = requests.filter(state=state)
+    return requests.order_by("-created_at", "-id")
+
+
+def refund_request_get_for_staff(*, refund_request_id: int) -> RefundRequest | None:
+    return refund_requests_for_staff().filter(pk=refund_request_id).first()

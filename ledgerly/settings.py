@@ -259,6 +259,8 @@ API_RATE_LIMIT_PER_KEY_PER_MINUTE = env.integer("API_RATE_LIMIT_PER_KEY_PER_MINU
 API_RATE_LIMIT_PER_CUSTOMER_PER_MINUTE = env.integer(
     "API_RATE_LIMIT_PER_CUSTOMER_PER_MINUTE", 120, minimum=1
 )
+# A ticket's event stream (SSE) ends after this long; the client reconnects with Last-Event-ID.
+API_SSE_MAX_SECONDS = env.floating("API_SSE_MAX_SECONDS", 300.0, minimum=0.01)
 # Django refuses a request body larger than this (the API answers 413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.integer("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=1024)
 
