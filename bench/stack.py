@@ -125,7 +125,8 @@ class Stack:
         t0 = time.monotonic()
         with (self.logs / "manage.log").open("ab") as out:
             subprocess.run(  # noqa: S603
-                [PY, str(ROOT / "manage.py"), *args],
+                # The benches need the models and the workers, not the pages' system checks.
+                [PY, str(ROOT / "manage.py"), *args, "--skip-checks"],
                 cwd=ROOT,
                 env=self.env(),
                 stdout=out,
