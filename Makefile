@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := docker-compose chromium fonts-liberation prometheus
 
-.PHONY: install system-deps run test lint format bench clean
+.PHONY: install system-deps run test lint format bench clean backup restore
 
 install: $(STAMP)
 
@@ -40,6 +40,17 @@ lint: install
 test: install system-deps lint
 	$(PY) -m pytest
 	LEDGERLY_EVAL_PRIVATE_SERVICES=1 LLM_BACKEND=simulator $(PY) manage.py evaluate tests/golden
+
+# pg_dump -Fc of DATABASE_URL, or of the embedded server (.data/pg) when it is unset, with
+# pgserver's own client programs (RUNBOOK.md, "Backups").  make backup [FILE=path]
+backup: install
+	$(PY) -m ledgerly.backup dump $(FILE)
+
+# pg_restore FILE into DATABASE_URL (or the embedded server), in one transaction, replacing what
+# the dump holds.  make restore FILE=.data/backups/ledgerly-<time>.dump
+restore: install
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=path/to/dump" >&2; exit 2; }
+	$(PY) -m ledgerly.backup restore "$(FILE)"
 
 format: install
 	$(VENV)/bin/ruff check --fix .
