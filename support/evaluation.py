@@ -20,6 +20,11 @@ The pieces, from the outside in:
 * `grade` and `summarise` are pure functions of the recorded outcomes (unit-tested without a
   worker): accuracies per check, pass rate, pass^k, tokens, cost and latency per lane.
 
+* Releases: `RunOptions.release` (a `ReleaseSpec`) makes that release the current one in the
+  scratch database before the cases are played, so every run uses its prompt versions and
+  model ids; `compare_reports` lays two reports side by side (`evaluate --release A --compare
+  B`).
+
 `manage.py evaluate` and `bench/pipeline.py` are thin shells around this module.
 """
 
@@ -676,10 +681,188 @@ def _semantic_cache_clear() -> None:
     SemanticCacheEntry.objects.all().delete()
 
 
+class ReleaseSpecError(ValueError):
+    """A --release/--compare value names no release this command can find."""
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    """A release to evaluate: its name and the pins laid over the repo's own (support/releases.py
+    `release_create`: a prompt or tier it does not name runs as the repo has it)."""
+
+    name: str
+    prompt_versions: dict[str, int] = field(default_factory=dict)
+    model_ids: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "prompt_versions": dict(self.prompt_versions),
+            "model_ids": dict(self.model_ids),
+        }
+
+
+def release_spec(value: str) -> ReleaseSpec:
+    """A release from the command line: inline JSON (`{"name": "r2", "model_ids": {"small":
+    ...}, "prompt_versions": {"faq_answer": 2}}`), a path to such a JSON file, "r1" or "repo"
+    (what the repo runs), or the name of a release in the configured database (read there once;
+    the cases run in a scratch database)."""
+    text = value.strip()
+    raw: object
+    if text.startswith("{"):
+        raw = _json_spec(text, origin="--release JSON")
+    elif Path(text).is_file():
+        raw = _json_spec(Path(text).read_text(encoding="utf-8"), origin=text)
+    elif text in ("r1", "repo"):
+        return ReleaseSpec(name="r1")
+    else:
+        raw = _release_from_database(text)
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
+        raise ReleaseSpecError(f"{value!r}: a release needs a name")
+    prompts, models = raw.get("prompt_versions") or {}, raw.get("model_ids") or {}
+    if not isinstance(prompts, dict) or not isinstance(models, dict):
+        raise ReleaseSpecError(f"{value!r}: prompt_versions and model_ids must be objects")
+    try:
+        return ReleaseSpec(
+            name=raw["name"],
+            prompt_versions={str(k): int(v) for k, v in prompts.items()},
+            model_ids={str(k): str(v) for k, v in models.items()},
+        )
+    except (TypeError, ValueError) as exc:
+        raise ReleaseSpecError(f"{value!r}: prompt versions must be integers") from exc
+
+
+def _json_spec(text: str, *, origin: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ReleaseSpecError(f"{origin}: not JSON: {exc}") from exc
+
+
+def _release_from_database(name: str) -> dict[str, Any]:
+    from django.db import DatabaseError
+
+    from support.models import Release
+
+    try:
+        row = Release.objects.filter(name=name).first()
+    except DatabaseError as exc:
+        raise ReleaseSpecError(
+            f"release {name!r}: the configured database cannot be read ({type(exc).__name__}); "
+            "give the release as JSON instead"
+        ) from exc
+    if row is None:
+        raise ReleaseSpecError(f"no release named {name!r} in the configured database")
+    return {"name": row.name, "prompt_versions": row.prompt_versions, "model_ids": row.model_ids}
+
+
+def release_install(spec: ReleaseSpec) -> Any:
+    """Make `spec` the current release of the (scratch) database: made from the repo's own
+    release (r1) with the spec's pins laid over it the first time, promoted again afterwards
+    (another repeat, or after the release it is compared with). Raises ReleaseSpecError for a
+    prompt version or model the repo cannot serve."""
+    from support import releases
+    from support.models import Release, ReleaseState
+
+    repo = Release.objects.filter(name=releases.SEED_NAME).first() or releases.release_current()
+    existing = Release.objects.filter(name=spec.name).first()
+    try:
+        if existing is None:
+            existing = releases.release_create(
+                name=spec.name,
+                actor="evaluate",
+                prompt_versions=spec.prompt_versions,
+                model_ids=spec.model_ids,
+                based_on=repo,
+            )
+        pinned = {**existing.prompt_versions, **existing.model_ids}
+        if any(pinned.get(k) != v for k, v in {**spec.prompt_versions, **spec.model_ids}.items()):
+            raise ReleaseSpecError(
+                f"release {spec.name!r} exists with other pins: give the candidate another name"
+            )
+        if existing.state != ReleaseState.CURRENT:
+            existing = releases.release_promote(release=existing, actor="evaluate")
+    except releases.ReleaseError as exc:
+        raise ReleaseSpecError(f"release {spec.name!r}: {exc}") from exc
+    return existing
+
+
+def compare_reports(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The differences between two reports of the same cases (`second` minus `first`): the
+    headline figures, each lane's cost and latency, and the cases that passed under one and
+    failed under the other."""
+    a, b = first["summary"], second["summary"]
+    figures: dict[str, Any] = {}
+    for key in COMPARED:
+        x, y = a.get(key), b.get(key)
+        delta = None if x is None or y is None else round(y - x, 6)
+        figures[key] = {"a": x, "b": y, "delta": delta}
+    lanes: dict[str, Any] = {}
+    for lane in sorted(set(a["lanes"]) | set(b["lanes"])):
+        la, lb = a["lanes"].get(lane, {}), b["lanes"].get(lane, {})
+        lanes[lane] = {
+            key: {"a": la.get(key), "b": lb.get(key)}
+            for key in ("tickets", "pass_rate", "cost_usd_p50", "latency_s_p50", "latency_s_p95")
+        }
+    cases = [
+        {"id": case, "a": a["passes"].get(case), "b": b["passes"].get(case)}
+        for case in a["passes"]
+        if a["passes"].get(case) != b["passes"].get(case)
+    ]
+    return {"figures": figures, "lanes": lanes, "cases": cases}
+
+
+COMPARED = (
+    "pass_rate",
+    "lane_accuracy",
+    "fact_accuracy",
+    "refund_accuracy",
+    "escalation_accuracy",
+    "cost_per_ticket_usd",
+    "model_calls_per_ticket",
+    "tokens",
+    "overhead_ms_p50",
+    "overhead_ms_p95",
+    "timeouts",
+    "errors",
+    "unapproved_refunds",
+)
+
+
+def format_comparison(names: tuple[str, str], differences: dict[str, Any]) -> str:
+    """A readable rendering of `compare_reports`' differences."""
+    first, second = names
+
+    def fmt(value: object) -> str:
+        if value is None:
+            return "n/a"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    width = max(len(k) for k in COMPARED)
+    lines = [f"differences ({second} minus {first}):"]
+    lines.append(f"{'figure':<{width}}  {first:>12}  {second:>12}  {'delta':>12}")
+    for key, f in differences["figures"].items():
+        lines.append(f"{key:<{width}}  {fmt(f['a']):>12}  {fmt(f['b']):>12}  {fmt(f['delta']):>12}")
+    for lane, f in differences["lanes"].items():
+        lines.append(
+            f"  {lane:<6} latency p95 {fmt(f['latency_s_p95']['a'])} -> "
+            f"{fmt(f['latency_s_p95']['b'])} s, cost p50 ${fmt(f['cost_usd_p50']['a'])} -> "
+            f"${fmt(f['cost_usd_p50']['b'])}, pass {fmt(f['pass_rate']['a'])} -> "
+            f"{fmt(f['pass_rate']['b'])}"
+        )
+    if differences["cases"]:
+        lines.append("cases passing under one release only (passes a -> b):")
+        lines.extend(f"  {c['id']}: {c['a']} -> {c['b']}" for c in differences["cases"])
+    else:
+        lines.append("every case passed or failed alike under both")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class RunOptions:
     seed: int = 1
     baseline: bool = False
+    release: ReleaseSpec | None = None  # None: whatever is current (r1, as the repo has it)
     fault_rate: float = 0.03
     timeout_s: float = 60.0
     concurrency: int = 4
@@ -1043,6 +1226,9 @@ class World:
                 connections.close_all()
 
         mode = "baseline" if options.baseline else "pipeline"
+        if options.release is not None:
+            installed = release_install(options.release)
+            mode += f", release {installed.name}"
         self.say(f"{mode}: {len(cases)} cases, simulator seed {options.seed}")
         with self.workers(options):
             self._warm_up(options)

@@ -456,9 +456,13 @@ def release_start(
 
 @transaction.atomic
 def release_promote(*, release: Release, actor: str) -> Release:
-    """Make a candidate (or a draft) the current release; the old current one is retired."""
+    """Make a candidate (or a draft, or a retired release: going back to it) the current
+    release; the old current one is retired. A rolled-back release is not promoted: make a new
+    one from it."""
     locked = Release.objects.select_for_update().get(pk=release.pk)
-    if locked.state not in (ReleaseState.DRAFT, *CANDIDATE_STATES):
+    if locked.state == ReleaseState.CURRENT:
+        return locked
+    if locked.state not in (ReleaseState.DRAFT, ReleaseState.RETIRED, *CANDIDATE_STATES):
         raise ReleaseError(f"release {locked.name!r} is {locked.state}: it cannot be promoted")
     current = release_current()
     Release.objects.filter(pk=current.pk, state=ReleaseState.CURRENT).update(

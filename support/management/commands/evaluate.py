@@ -1,5 +1,7 @@
-"""`manage.py evaluate FILE [FILE ...] [--repeat K] [--baseline] [--json]`: score the support
-pipeline on golden cases (support/evaluation.py), graded by what each ticket ended as.
+"""`manage.py evaluate FILE [FILE ...] [--repeat K] [--baseline] [--json] [--release A
+[--compare B]]`: score the support pipeline on golden cases (support/evaluation.py), graded by
+what each ticket ended as; under release A (its prompt versions and model ids), and with
+`--compare B` under B as well, printing both summaries and their differences.
 
 FILE is a .jsonl file, a glob or a directory of *.jsonl. The command needs nothing running:
 where DATABASE_URL or REDIS_URL is not configured (or LEDGERLY_EVAL_PRIVATE_SERVICES=1 asks for
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -65,6 +68,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency", type=int, help="cases played at once (EVAL_CONCURRENCY)"
         )
+        parser.add_argument(
+            "--release",
+            help="the release to run: a name in the configured database, r1 (the repo's own), "
+            "a JSON file or inline JSON {name, prompt_versions, model_ids}",
+        )
+        parser.add_argument("--compare", help="a second release to run and compare with")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -74,9 +83,16 @@ class Command(BaseCommand):
             signal.signal(signal.SIGTERM, _interrupt)
         if options["repeat"] < 1:
             raise CommandError("--repeat must be at least 1", returncode=2)
+        if options["compare"] and not options["release"]:
+            raise CommandError("--compare needs --release (the release to compare with)", 2)
         try:
             cases = evaluation.load_cases(options["files"])
-        except evaluation.GoldenFormatError as exc:
+            # Read before any private servers start: a release named here is the configured
+            # database's; the child gets it as JSON.
+            for name in ("release", "compare"):
+                if options[name]:
+                    options[f"{name}_spec"] = evaluation.release_spec(options[name])
+        except (evaluation.GoldenFormatError, evaluation.ReleaseSpecError) as exc:
             raise CommandError(str(exc), returncode=2) from exc
         if wants_private_services(os.environ):
             self._run_on_private_services(options)
@@ -92,6 +108,9 @@ class Command(BaseCommand):
         for name in ("timeout", "concurrency"):
             if options[name] is not None:
                 argv += [f"--{name}", str(options[name])]
+        for name in ("release", "compare"):
+            if options.get(f"{name}_spec") is not None:
+                argv += [f"--{name}", json.dumps(options[f"{name}_spec"].as_json())]
         child = subprocess.Popen(  # noqa: S603 — this interpreter, this command
             [sys.executable, str(evaluation.ROOT / "manage.py"), "evaluate", *argv],
             env={**os.environ, READY_FLAG: "1"},
@@ -118,15 +137,53 @@ class Command(BaseCommand):
             concurrency=options["concurrency"],
         )
         thresholds = evaluation.Thresholds.from_settings()
+        specs = [options.get("release_spec"), options.get("compare_spec")]
+        specs = [spec for spec in specs if spec is not None] or [None]
+        documents = []
         with evaluation.World(log=sys.stderr) as world:
-            repeats = world.repeat(cases, repeats=options["repeat"], options=run_options)
-        document = evaluation.report(repeats, thresholds=thresholds)
-        document["summary"]["mode"] = "baseline" if options["baseline"] else "pipeline"
-        document["summary"]["model"] = "anthropic" if settings.ANTHROPIC_API_KEY else "simulator"
-        if options["json"]:
-            self.stdout.write(json.dumps(document))
+            for spec in specs:
+                try:
+                    repeats = world.repeat(
+                        cases, repeats=options["repeat"], options=replace(run_options, release=spec)
+                    )
+                except evaluation.ReleaseSpecError as exc:
+                    raise CommandError(str(exc), returncode=2) from exc
+                document = evaluation.report(repeats, thresholds=thresholds)
+                document["summary"]["mode"] = "baseline" if options["baseline"] else "pipeline"
+                document["summary"]["model"] = (
+                    "anthropic" if settings.ANTHROPIC_API_KEY else "simulator"
+                )
+                if spec is not None:
+                    document["summary"]["release"] = spec.as_json()
+                documents.append(document)
+        below = [
+            (f"{d['summary']['release']['name']}: " if len(documents) > 1 else "") + problem
+            for d in documents
+            for problem in d["summary"]["below_thresholds"]
+        ]
+        if len(documents) == 1:
+            [document] = documents
+            self.stdout.write(
+                json.dumps(document) if options["json"] else evaluation.format_table(document)
+            )
         else:
-            self.stdout.write(evaluation.format_table(document))
-        below = document["summary"]["below_thresholds"]
+            names = (specs[0].name, specs[1].name)  # type: ignore[union-attr]
+            differences = evaluation.compare_reports(documents[0], documents[1])
+            if options["json"]:
+                self.stdout.write(
+                    json.dumps(
+                        {
+                            "release": documents[0],
+                            "compare": documents[1],
+                            "differences": differences,
+                        }
+                    )
+                )
+            else:
+                for name, document in zip(names, documents, strict=True):
+                    self.stdout.write(f"=== release {name} ===")
+                    self.stdout.write(evaluation.format_table(document))
+                    self.stdout.write("")
+                self.stdout.write(evaluation.format_comparison(names, differences))
         if below:
             raise CommandError("below thresholds: " + "; ".join(below), returncode=1)
