@@ -333,6 +333,7 @@ def _refund_request_decide_and_insert(
         "refund request created",
         extra={"refund_request": request.pk, "clause": request.clause, "auto": auto},
     )
+    _count_decision(request, "auto_approved" if auto else "proposed")
     return request
 
 
@@ -432,11 +433,23 @@ def refund_request_withdraw(*, refund_request: RefundRequest, note: str = "") ->
     return changed == 1
 
 
+def _count_decision(refund_request: RefundRequest, decision: str) -> None:
+    """Count a refund request's new state by the customer's plan (the operators' approval rate
+    per segment), once the change is committed."""
+    from billing.selectors import subscription_current_for_customer
+    from ledgerly.metrics import REFUND_DECISIONS
+
+    subscription = subscription_current_for_customer(customer=refund_request.customer)
+    segment = subscription.plan.code if subscription is not None else "none"
+    transaction.on_commit(lambda: REFUND_DECISIONS.labels(segment, decision).inc())
+
+
 def refund_request_announce(*, refund_request: RefundRequest) -> None:
     """After commit, tell whoever listens (the support app, by the task name in
     BILLING_REFUND_EVENTS_TASK) that the request changed state. By name, so billing imports
     nothing of theirs."""
     billing_version_bump(customer_id=refund_request.customer_id)
+    _count_decision(refund_request, str(refund_request.state))
     name = settings.BILLING_REFUND_EVENTS_TASK
     if not name:
         return
