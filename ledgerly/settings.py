@@ -271,6 +271,21 @@ if PRODUCTION and DEMO_SIGNIN_ENABLED:
         'Environment variable "DEMO_SIGNIN_ENABLED" must be off in production.'
     )
 
+# --- Email (the chat's magic sign-in links) -------------------------------------------------------
+# Development prints mail on the console; production sends through SMTP (set EMAIL_HOST...).
+EMAIL_BACKEND = env.string(
+    "DJANGO_EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if PRODUCTION
+    else "django.core.mail.backends.console.EmailBackend",
+)
+DEFAULT_FROM_EMAIL = env.string("DJANGO_DEFAULT_FROM_EMAIL", "Ledgerly support <support@localhost>")
+EMAIL_HOST = env.string("EMAIL_HOST", "localhost")
+EMAIL_PORT = env.integer("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env.string("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env.string("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env.boolean("EMAIL_USE_TLS", False)
+
 # --- Model gateway (ledgerly/llm) -----------------------------------------------------------------
 ANTHROPIC_API_KEY = env.optional_string("ANTHROPIC_API_KEY")
 # Who answers model calls: "anthropic" (Claude; needs the key) or "simulator" (the offline

@@ -1,6 +1,5 @@
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import TemplateView
 
 from ledgerly import health, metrics
 from ledgerly.api import urlpatterns as api_urlpatterns
@@ -13,6 +12,4 @@ urlpatterns = [
     *api_urlpatterns(),  # /api/v1/, /api/docs, the uniform 404 under /api/
     path("staff/", include("support.views.staff")),
     path("", include("support.views.chat")),
-    # The plain home page, until the chat's own "" route takes its place.
-    path("", TemplateView.as_view(template_name="home.html"), name="home"),
 ]

@@ -26,7 +26,7 @@ Kinds and their data (all JSON objects):
   reply        {"message_seq", "text", "sources", "state", "lane"}  the final, guarded reply
   state        {"state", "status_text"}     the ticket changed state without a new reply
 
-Storage: one stream per ticket (`ledgerly:support:ticket:<id>:events`), trimmed to about
+Storage: one stream per ticket (`<REDIS_KEY_PREFIX>:support:ticket:<id>:events`), trimmed to about
 STREAM_MAXLEN entries and expiring STREAM_TTL_SECONDS after the last event, so a stream is hot
 state that may vanish; readers fall back to Postgres. Stream ids are monotonic per ticket,
 which is what makes them usable as SSE ids.
@@ -74,7 +74,7 @@ class Event:
 
 
 def key(ticket_id: int) -> str:
-    return f"ledgerly:support:ticket:{int(ticket_id)}:events"
+    return f"{settings.REDIS_KEY_PREFIX}:support:ticket:{int(ticket_id)}:events"
 
 
 @functools.cache

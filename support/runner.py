@@ -32,7 +32,7 @@ from billing.models import RefundRequest
 from ledgerly import llm
 from memory import services as memory_services
 from memory.models import Message, MessageRole
-from support import guard, router, services, telemetry
+from support import guard, live, router, services, telemetry
 from support.lanes import agent, faq, refund
 from support.models import (
     DeadLetter,
@@ -319,10 +319,18 @@ def _commit(
             return
         ticket = _ticket_of(run)
         if reply is not None:
-            memory_services.message_append(
+            sent = memory_services.message_append(
                 conversation=ticket.conversation, role=MessageRole.ASSISTANT, content=reply.text
             )
             ticket_fields = {**ticket_fields, "reply": reply.text, "sources": reply.sources}
+            transaction.on_commit(
+                lambda: live.reply_committed(
+                    ticket_id=ticket.pk,
+                    message_seq=sent.seq,
+                    text=sent.content,
+                    sources=reply.sources,
+                )
+            )
         if escalation is not None:
             services.escalation_open(
                 ticket=ticket,
@@ -465,6 +473,8 @@ def _compute(run: Run, ticket: Ticket, checkpoint: dict[str, Any]) -> tuple[Step
         shadow=run.shadow_of_id is not None,
     )
     fresh = bool(checkpoint.get("fresh"))
+    if not env.shadow:  # a shadow run's progress is nobody's to watch
+        live.step_started(ticket=ticket, checkpoint=checkpoint)
     if _kill_switch_on(ticket):
         return _human("kill_switch", "a kill switch is on", PAUSED_REPLY), env
     if fresh and not env.shadow and _with_staff(ticket):
@@ -712,6 +722,8 @@ def _wait(run: Run, step: int, checkpoint: dict[str, Any], *, seconds: float, re
     queued with a countdown well under the broker's visibility timeout)."""
     wake = timezone.now() + dt.timedelta(seconds=max(seconds, 1.0))
     _release(run, step, checkpoint, status=RunStatus.WAITING, wake_at=wake, reason=reason)
+    if run.ticket_id is not None:  # a shadow run has nobody to tell
+        live.run_waiting(ticket_id=run.ticket_id, reason=reason)
     if seconds <= 60:
         from support.tasks import advance_run
 
@@ -840,10 +852,15 @@ def dead_letter(*, run: Run, step: int, checkpoint: dict[str, Any], error: str) 
         Ticket.objects.filter(pk=ticket.pk).update(
             state=TicketState.FAILED, updated_at=timezone.now()
         )
-        memory_services.message_append(
+        sent = memory_services.message_append(
             conversation=ticket.conversation,
             role=MessageRole.ASSISTANT,
             content=UNAVAILABLE_REPLY,
+        )
+        transaction.on_commit(
+            lambda: live.reply_committed(
+                ticket_id=ticket.pk, message_seq=sent.seq, text=sent.content, sources=[]
+            )
         )
     log.error("support.dead_letter", run=run.pk, step=step, error=error.splitlines()[0][:200])
     telemetry.run_finished(run_id=run.pk, checkpoint=checkpoint, outcome="failed", step=step)

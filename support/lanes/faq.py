@@ -13,7 +13,7 @@ from django.conf import settings
 
 from memory import selectors as memory_selectors
 from memory import services as memory_services
-from support import guard
+from support import events, guard
 from support.steps import Reply, StepEnv, StepOutcome
 
 PROMPT = "faq_answer"
@@ -55,6 +55,16 @@ def answer_question(env: StepEnv, question: str) -> tuple[Reply, dict[str, objec
     kb_version = memory_selectors.kb_version_get()  # read before retrieval: see cache_store
     passages = memory_selectors.passages_search(query=question, k=PASSAGES)
     documents = memory_selectors.passages_as_documents(passages)
+    # The answer streams to the customer's chat as the model writes it, as a *draft*: the page
+    # shows the deltas marked as unchecked and replaces them with the `reply` event, which
+    # carries the text the runner committed after the guard (support/guard.py) checked it,
+    # redrafted it or replaced it; a status event or a fallback's draft_reset clears a draft.
+    # Why not guard sentence by sentence: the guard judges the whole reply against the rows
+    # (an amount, a refund claim, a date) and the runner may redraft or swap it wholesale, so a
+    # sentence that passed alone could still be withdrawn; and only this lane streams, whose
+    # drafts come from help-center passages with no customer figures in them. So nothing a
+    # guard blocks stays on screen: the final reply always replaces the draft.
+    relay = None if getattr(env, "shadow", False) else events.DeltaRelay(ticket_id=env.ticket.pk)
     completion = env.complete(
         tier="small",
         purpose="faq_answer",
@@ -62,7 +72,11 @@ def answer_question(env: StepEnv, question: str) -> tuple[Reply, dict[str, objec
         messages=[{"role": "user", "content": f"{documents}\n\nCustomer question:\n{question}"}],
         max_tokens=500,
         fallback="none",
+        on_text=relay,
+        on_restart=relay.reset if relay else None,
     )
+    if relay is not None:
+        relay.flush()
     titles = {p.slug: p.title for p in passages}
     text, sources = cite(completion.text, titles)
     cited = [source["slug"] for source in sources]
