@@ -10,6 +10,7 @@ schema file, only as compiled validators), which also reject unknown fields.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,28 @@ def test_the_kustomization_lists_every_long_running_manifest():
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
 
     assert set(kustomization["resources"]) == {p.name for p in MANIFESTS} - {"migrate-job.yaml"}
+
+
+def _image_env(name: str) -> str:
+    match = re.search(rf"\b{name}=(\S+)", (ROOT / "Dockerfile").read_text())
+    assert match is not None
+    return match.group(1)
+
+
+@pytest.mark.parametrize("name", ["ledgerly-web", "ledgerly-worker", "ledgerly-beat"])
+def test_the_metrics_directory_survives_the_tmp_volume(name):
+    # An emptyDir on /tmp hides the image's PROMETHEUS_MULTIPROC_DIR: it needs its own mount.
+    (container,) = workload("Deployment", name)["containers"]
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+
+    assert "/tmp" in mounts  # noqa: S108  (a path in a manifest, not a file we open)
+    assert _image_env("PROMETHEUS_MULTIPROC_DIR") in mounts
+
+
+def test_workers_serve_their_metrics_where_prometheus_scrapes():
+    worker = BY_KIND[("Deployment", "ledgerly-worker")]["spec"]["template"]
+    (container,) = worker["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+
+    assert worker["metadata"]["annotations"]["prometheus.io/port"] == env["METRICS_PORT"]
+    assert {"name": "metrics", "containerPort": int(env["METRICS_PORT"])} in container["ports"]
