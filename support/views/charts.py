@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-WIDTH = 480
+WIDTH = 600
 LABEL_WIDTH = 170
-BAR_SPACE = 220  # the value's text is drawn after the bar, in what is left of WIDTH
+BAR_SPACE = 260  # the value's text is drawn after the bar, in what is left of WIDTH
 ROW_HEIGHT = 26
 BAR_HEIGHT = 16
 
