@@ -33,12 +33,13 @@ interrupted refunds) until every accepted ticket is answered or waiting, or `--s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -130,13 +131,17 @@ def schedule(stack: st.Stack, t0: float, log: list[dict[str, Any]], stop: thread
         st.say(f"chaos: {entry}")
 
     def kill_workers(indexes: Sequence[int], down: float = 5.0) -> None:
-        for i in indexes:
-            stack.kill_worker(i)
-        note("SIGKILL workers", workers=list(indexes))
-        time.sleep(down)
-        for i in indexes:
-            stack.start_worker(i)
-        note("workers restarted", workers=list(indexes))
+        with supervisor.hold(indexes):
+            for i in indexes:
+                stack.kill_worker(i)
+            note("SIGKILL workers", workers=list(indexes))
+            time.sleep(down)
+            for i in indexes:
+                stack.start_worker(i)
+            note("workers restarted", workers=list(indexes))
+
+    supervisor = Supervisor(stack, note)
+    supervisor.start()
 
     steps: list[tuple[float, Callable[[], None]]] = [
         (20, lambda: kill_workers([0])),
@@ -158,6 +163,38 @@ def schedule(stack: st.Stack, t0: float, log: list[dict[str, Any]], stop: thread
             action()
         except Exception as exc:  # a harness failure is reported, the run goes on
             note("harness error", error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+class Supervisor(threading.Thread):
+    """What systemd or Kubernetes does for a worker: start it again when its process exits
+    (except while the schedule holds it down on purpose). Each restart is an event."""
+
+    def __init__(self, stack: st.Stack, note: Callable[..., None]) -> None:
+        super().__init__(daemon=True, name="supervisor")
+        self.stack, self.note = stack, note
+        self.held: set[int] = set()
+        self.lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, indexes: Sequence[int]) -> Iterator[None]:
+        with self.lock:
+            self.held |= set(indexes)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.held -= set(indexes)
+
+    def run(self) -> None:
+        while True:
+            time.sleep(1)
+            with self.lock:
+                for index, proc in enumerate(self.stack.workers):
+                    if index in self.held or proc is None or proc.poll() is None:
+                        continue
+                    self.note("worker exited; supervisor restarts it", worker=index,
+                              code=proc.returncode)  # fmt: skip
+                    self.stack.start_worker(index)
 
 
 def storm(stack: st.Stack, note: Callable[..., None], *, seconds: float) -> None:

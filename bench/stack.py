@@ -309,16 +309,23 @@ class Stack:
     def __enter__(self) -> Stack:
         t0 = time.monotonic()
         try:
+            seeded = seed_cache_dir()
+            if seeded.is_dir():
+                shutil.copytree(seeded, self.pgdata, symlinks=True)
+                _chown_like_pgserver(self.pgdata)
+                say(f"seeded database copied from {seeded}")
             self.start_postgres()
             self.start_redis()
             say(f"Postgres and Redis up under {self.root}")
-            for step in (
-                ["migrate", "--no-input", "-v0"],
-                ["seed_demo"],
-                ["ingest_helpcenter"],
-                ["seed_router_exemplars"],
-            ):
-                self.manage(*step)
+            if not seeded.is_dir():
+                for step in (
+                    ["migrate", "--no-input", "-v0"],
+                    ["seed_demo"],
+                    ["ingest_helpcenter"],
+                    ["seed_router_exemplars"],
+                ):
+                    self.manage(*step)
+                self._save_seed(seeded)
             self.start_simulator()
             self.start_web()
             for index in range(self.options.workers):
@@ -331,6 +338,17 @@ class Stack:
             raise
         say(f"stack up in {time.monotonic() - t0:.1f} s")
         return self
+
+    def _save_seed(self, seeded: Path) -> None:
+        """Keep a copy of the freshly seeded data dir: the next bench today starts from it
+        (seeding takes a minute or three on a busy machine)."""
+        self._pg_ctl("-w", "-m", "fast", "stop")
+        tmp = seeded.with_name(seeded.name + f".{os.getpid()}")
+        shutil.copytree(self.pgdata, tmp, symlinks=True, ignore=shutil.ignore_patterns("*.pid"))
+        with contextlib.suppress(OSError):
+            tmp.rename(seeded)
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._pg_start()
 
     def setup_django(self) -> None:
         os.environ.update(self.env(DB_POOL_MAX_SIZE="64"))
@@ -371,6 +389,32 @@ class Stack:
             say(f"kept {self.root}")
         else:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def seed_cache_dir() -> Path:
+    """Where a seeded database for today's code and date is kept (migrations, seed code, help
+    center and router exemplars decide what the seed holds; seed_demo depends on the date)."""
+    import datetime as dt
+    import hashlib
+
+    digest = hashlib.sha256(dt.datetime.now(dt.UTC).date().isoformat().encode())
+    patterns = ("*/migrations/*.py", "billing/demo.py", "memory/helpcenter/*", "support/data/*")
+    for pattern in patterns:
+        for path in sorted(ROOT.glob(pattern)):
+            digest.update(path.name.encode() + path.read_bytes())
+    return Path(tempfile.gettempdir()) / f"ledgerly-bench-seed-{digest.hexdigest()[:16]}"
+
+
+def _chown_like_pgserver(pgdata: Path) -> None:
+    # As root, pgserver runs postgres as its own user, who must own the data dir.
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    with contextlib.suppress(KeyError):
+        user = pwd.getpwnam("pgserver")
+        for path in [pgdata, *pgdata.rglob("*")]:
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float = 30) -> None:
