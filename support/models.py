@@ -146,6 +146,8 @@ class Release(models.Model):
             models.UniqueConstraint(
                 fields=["state"], condition=Q(state="current"), name="release_one_current"
             ),
+            # One of each candidate state; that there is one candidate at all is kept by
+            # release_start, which starts them one at a time.
             models.UniqueConstraint(
                 fields=["state"],
                 condition=Q(state__in=["shadow", "canary"]),

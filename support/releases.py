@@ -439,8 +439,14 @@ def release_start(
         if not Decimal(0) < fraction <= Decimal(1):
             raise ReleaseError(f"share must be above 0 and at most 1, got {share}")
     allowed = [ReleaseState.DRAFT, ReleaseState.SHADOW, ReleaseState.CANARY]
+    current = release_current()
     try:
         with transaction.atomic():
+            # Starts are made one at a time (the current release's row is the lock), so two
+            # staff cannot start two candidates at once; the constraint backs one per state.
+            Release.objects.select_for_update().filter(pk=current.pk).first()
+            if Release.objects.filter(state__in=CANDIDATE_STATES).exclude(pk=release.pk).exists():
+                raise IntegrityError("another candidate")
             changed = Release.objects.filter(pk=release.pk, state__in=allowed).update(
                 state=mode, share=fraction, started_at=timezone.now(), started_by=actor[:150]
             )
