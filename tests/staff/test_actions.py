@@ -62,7 +62,7 @@ def test_a_staff_reply_lands_in_the_customers_chat_and_its_live_events(
         response = viewer_client.post(url, {"text": "  Hi, I'm Sam from billing. Looking now.  "})
     assert response.status_code == 302
 
-    last = Message.objects.filter(conversation=ticket.conversation).order_by("-seq").first()
+    last = Message.objects.filter(conversation=ticket.conversation).order_by("-seq")[0]
     assert last.role == MessageRole.STAFF
     assert last.content == "Hi, I'm Sam from billing. Looking now."
     ticket.refresh_from_db()
@@ -130,7 +130,7 @@ def test_retrying_a_dead_letter_resumes_its_run_once(viewer, viewer_client):
     letter.refresh_from_db()
     assert letter.retried_at is not None
     assert Run.objects.get(pk=letter.run_id).status == RunStatus.READY
-    assert Ticket.objects.get(pk=letter.run.ticket_id).state == TicketState.IN_LANE
+    assert Ticket.objects.get(run__pk=letter.run_id).state == TicketState.IN_LANE
     entry = _entry("dead_letter.retry")
     assert (entry.actor, entry.target, entry.via) == (
         viewer,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -32,7 +33,7 @@ def _ticket(*, lane: str, state: str = TicketState.ANSWERED, last_at: dt.datetim
     return made
 
 
-def _call(ticket: Ticket | None, model: str, cost: str, **fields: object) -> LLMCall:
+def _call(ticket: Ticket | None, model: str, cost: str, **fields: Any) -> LLMCall:
     call = LLMCall.objects.create(
         ticket_id=str(ticket.pk) if ticket else "",
         purpose="test",
@@ -49,8 +50,8 @@ def _call(ticket: Ticket | None, model: str, cost: str, **fields: object) -> LLM
     return call
 
 
-def _at(at: dt.datetime, *args: object, **kw: object) -> None:
-    call = _call(*args, **kw)  # type: ignore[arg-type]
+def _at(at: dt.datetime, ticket: Ticket | None, model: str, cost: str, **kw: Any) -> None:
+    call = _call(ticket, model, cost, **kw)
     LLMCall.objects.filter(pk=call.pk).update(created_at=at)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from billing.models import Refund, RefundRequest, RefundRequestState
 from support.models import AuditEntry
@@ -126,6 +127,7 @@ def test_an_approver_approves_and_the_decision_is_audited(approver, approver_cli
         f"page:{url}",
     )
     assert entry.detail["note"] == "duplicate confirmed"
+    assert request.decided_at is not None
     assert entry.created_at >= request.decided_at
     assert "Approved refund request" in approver_client.get(response["Location"]).content.decode()
 
@@ -173,3 +175,16 @@ def test_the_queue_lists_proposed_requests_only(viewer_client, approver, redis_c
     history = viewer_client.get("/staff/approvals/history/").content.decode()
     assert f'data-testid="history-row-{decided.pk}"' in history
     assert f'data-testid="history-row-{waiting.pk}"' not in history
+
+
+def test_an_expired_request_shows_no_buttons_and_cannot_be_approved(approver_client):
+    request = factories.proposed_request()
+    RefundRequest.objects.filter(pk=request.pk).update(expires_at=timezone.now())
+    page = approver_client.get(f"/staff/approvals/{request.pk}/").content.decode()
+    assert "expired: can no longer be decided" in page
+    assert 'data-testid="approve-button"' not in page
+    response = approver_client.post(f"/staff/approvals/{request.pk}/approve", {"note": ""})
+    assert response.status_code == 409
+    assert "past its expiry" in response.content.decode()
+    assert RefundRequest.objects.get(pk=request.pk).state == RefundRequestState.PROPOSED
+    assert not AuditEntry.objects.exists()
