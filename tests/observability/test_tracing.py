@@ -113,3 +113,19 @@ def test_spans_go_to_the_otlp_endpoint_when_one_is_set():
     assert content_type == "application/x-protobuf"
     assert b"support.step" in body
     assert b"ledgerly.run_id" in body
+
+
+def test_a_step_resumed_under_another_trace_stays_in_the_messages_trace(spans):
+    from support import telemetry
+
+    with tracing.span("test.request") as request_span:
+        checkpoint = telemetry.message_begun({"phase": "lane", "lane": "agent"}, step=0)
+    message_trace = request_span.get_span_context().trace_id
+    with tracing.span("celery.task support.tasks.sweep_runs") as sweep:
+        assert sweep.get_span_context().trace_id != message_trace
+        with telemetry.step_scope(run_id=1, ticket_id=1, step=3, checkpoint=checkpoint):
+            ids = tracing.current_ids()
+    (step,) = [s for s in spans.get_finished_spans() if s.name == "support.step"]
+    assert step.context.trace_id == message_trace
+    assert ids is not None
+    assert ids[0] == format(message_trace, "032x")
