@@ -18,12 +18,15 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "rules.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "ledgerly.json"
-PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool missing: `make system-deps` installs Debian's prometheus"
-)
 METRIC = re.compile(r"\b(ledgerly_[a-z0-9_]+)")
 RECORDED = re.compile(r"\b(ledgerly:[a-z0-9_:]+)")
+
+
+@pytest.fixture
+def promtool() -> str:
+    path = shutil.which("promtool")
+    assert path, "promtool is missing: `make system-deps` installs Debian's prometheus package"
+    return path
 
 
 def rules() -> list[dict]:
@@ -50,21 +53,19 @@ def exported_names() -> set[str]:
     }
 
 
-@needs_promtool
-def test_promtool_accepts_the_rules():
+def test_promtool_accepts_the_rules(promtool):
     result = subprocess.run(
-        [PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rules())} rules found" in result.stdout
 
 
-@needs_promtool
-def test_the_rules_unit_tests_pass():
+def test_the_rules_unit_tests_pass(promtool):
     """Error rate over 5% for 5 minutes pages (and 2% does not); one 401 pages at once and
     resolves; fallbacks over 20% page."""
     result = subprocess.run(
-        [PROMTOOL, "test", "rules", str(RULE_TESTS)],
+        [promtool, "test", "rules", str(RULE_TESTS)],
         capture_output=True,
         text=True,
         check=False,
@@ -74,8 +75,7 @@ def test_the_rules_unit_tests_pass():
     assert "SUCCESS" in result.stdout
 
 
-@needs_promtool
-def test_every_dashboard_query_is_valid_promql(tmp_path):
+def test_every_dashboard_query_is_valid_promql(tmp_path, promtool):
     as_rules = {
         "groups": [
             {
@@ -90,7 +90,7 @@ def test_every_dashboard_query_is_valid_promql(tmp_path):
     path = tmp_path / "dashboard-rules.yml"
     path.write_text(yaml.safe_dump(as_rules))
     result = subprocess.run(
-        [PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, check=False
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
