@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,22 @@ def test_the_image_runs_the_app_from_its_source_tree():
     assert not [i for i in installs if re.search(r"\s(-e\s+)?\.(\[|\s|$)", i + " ")]
     assert "PYTHONPATH=/app" in dockerfile
     assert re.search(r"^WORKDIR /app$", dockerfile, flags=re.MULTILINE)
+
+
+@pytest.mark.parametrize("service", ["web", "worker", "beat"])
+def test_the_rendered_environment_is_a_valid_production_configuration(service):
+    result = _compose_config(**REQUIRED, LLM_BACKEND="simulator")
+    assert result.returncode == 0, result.stderr
+    env = yaml.safe_load(result.stdout)["services"][service]["environment"]
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], **{k: str(v) for k, v in env.items()}},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert checked.returncode == 0, checked.stderr
+    assert "no issues" in checked.stdout

@@ -10,7 +10,10 @@ schema file, only as compiled validators), which also reject unknown fields.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,15 @@ BY_KIND: dict[tuple[str, str], dict[str, Any]] = {
 
 def workload(kind: str, name: str) -> dict[str, Any]:
     return BY_KIND[(kind, name)]["spec"]["template"]["spec"]
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, str]:
+    """The container's variables taken from a Secret: name -> the Secret's key."""
+    return {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
 
 
 def containers() -> list[tuple[str, dict[str, Any]]]:
@@ -226,3 +238,28 @@ def test_workers_serve_their_metrics_where_prometheus_scrapes():
 
     assert worker["metadata"]["annotations"]["prometheus.io/port"] == env["METRICS_PORT"]
     assert {"name": "metrics", "containerPort": int(env["METRICS_PORT"])} in container["ports"]
+
+
+@pytest.mark.parametrize(("label", "container"), containers(), ids=lambda x: str(x)[:40])
+def test_the_configmap_and_the_secrets_make_a_valid_production_configuration(label, container):
+    config = BY_KIND[("ConfigMap", "ledgerly-config")]["data"]
+    stand_ins = {  # what the Secret would hold; no connection is made by `check`
+        "DJANGO_SECRET_KEY": "a-long-test-secret-for-the-check",
+        "DATABASE_URL": "postgresql://ledgerly:pw@db.invalid:5432/ledgerly",
+        "REDIS_URL": "redis://:pw@redis.invalid:6379/0",
+        "ANTHROPIC_API_KEY": "test-key-not-real",
+        "SENTRY_DSN": "",
+    }
+    secrets = {name: stand_ins[key] for name, key in secret_refs(container).items()}
+    env = {"PATH": os.environ["PATH"], **config, **secrets}
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert checked.returncode == 0, f"{label}: {checked.stderr}"
