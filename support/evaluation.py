@@ -719,7 +719,7 @@ def release_spec(value: str) -> ReleaseSpec:
         raw = _release_from_database(text)
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
         raise ReleaseSpecError(f"{value!r}: a release needs a name")
-    prompts, models = raw.get("prompt_versions") or {}, raw.get("model_ids") or {}
+    prompts, models = raw.get("prompt_versions", {}), raw.get("model_ids", {})
     if not isinstance(prompts, dict) or not isinstance(models, dict):
         raise ReleaseSpecError(f"{value!r}: prompt_versions and model_ids must be objects")
     try:
