@@ -11,6 +11,7 @@ import time
 
 import pytest
 from django.conf import settings
+from django.db import connection
 
 from ledgerly.llm import tasks
 from ledgerly.llm.budget import Budgets, Candidate, Refusal, Reservation
@@ -183,3 +184,40 @@ def test_a_hold_shorter_than_the_longest_call_stops_startup(hold):
 
     assert result.returncode != 0
     assert "LLM_RESERVATION_HOLD_SECONDS" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_worker_killed_inside_a_gateway_call_is_swept_back(gateway):
+    """The real path: a process reserves through the gateway's combined admission, is killed
+    (kill -9) while the model is still answering, and the sweep gives its worst case back."""
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(
+        target=workers.gateway_calls,
+        args=(
+            connection.settings_dict["NAME"],
+            {},
+            1,
+            {"x-sim-latency-ms": "60000"},
+            "killed-call",
+        ),
+    )
+    child.start()
+    deadline = time.monotonic() + 90
+    while gateway.budgets.open_reservations() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    held = gateway.budgets.spent(run_id="killed-call", customer_id="cus_race")
+    assert child.pid is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.join(10)
+
+    early = gateway.budgets.sweep()
+    swept = gateway.budgets.sweep(now=time.time() + gateway.budgets.hold_seconds + 1)
+
+    assert child.exitcode == -signal.SIGKILL
+    assert held["run_usd"] > 0
+    assert (early.released, swept.released) == (0, 1)
+    assert swept.micro_usd == held["run_usd"]
+    assert gateway.budgets.spent(run_id="killed-call", customer_id="cus_race") == dict.fromkeys(
+        held, 0
+    )
