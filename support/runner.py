@@ -130,6 +130,8 @@ def _live_refund_request(ticket: Ticket, pk: int | None) -> RefundRequest | None
 def _guarded(env: StepEnv, lane: str, reply: Reply, refund_request_id: int | None) -> Reply:
     """Every reply passes the guard; a violating draft is regenerated once (FAQ and agent
     drafts come from a model), then replaced by a safe reply. Each intervention is recorded."""
+    # (A shadow's refund request was a dry run, rolled back: its reply is checked against the
+    # rows as they are, which is what the customer would have been held to.)
     request = _live_refund_request(env.ticket, refund_request_id)
     verdict = guard.check(text=reply.text, customer=env.customer, refund_request=request)
     if verdict.ok:
