@@ -159,7 +159,11 @@ async def sse_stream(
     no thread. Ends after `max_seconds` so no response lives forever; clients reconnect."""
     cursor = valid_event_id(last_event_id) or "0-0"
     name = key(ticket_id)
-    conn = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+    # redis-py's asyncio client gives up on a read after 5 s by default: longer than that, an
+    # idle XREAD BLOCK would look like an outage. Wait for the block plus a margin instead.
+    conn = aioredis.Redis.from_url(
+        settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=heartbeat_seconds + 5
+    )
     deadline = time.monotonic() + max_seconds
     try:
         yield f"retry: {int(retry_ms)}\n\n".encode()
@@ -169,7 +173,11 @@ async def sse_stream(
             try:
                 result = await conn.xread({name: cursor}, count=200, block=block_ms)
             except redis.RedisError as exc:
-                log.warning("support.event_stream_failed", ticket=ticket_id, error=str(exc))
+                log.warning(
+                    "support.event_stream_failed",
+                    ticket=ticket_id,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
                 # Tell the client to come back later; it resumes from its last id.
                 yield b": events unavailable\n\n"
                 return

@@ -6,6 +6,8 @@ admin) and other apps' announcements call.
 
 from __future__ import annotations
 
+import functools
+
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -14,6 +16,7 @@ from billing.models import Customer, RefundRequest, RefundRequestState
 from billing.policy import format_money
 from memory import services as memory_services
 from memory.models import Message, MessageRole
+from support import live
 from support.models import (
     ApiKey,
     DeadLetter,
@@ -324,8 +327,18 @@ def refund_request_news(*, refund_request_id: int, state: str) -> int:
             )
             if not created:
                 continue
-            memory_services.message_append(
+            message = memory_services.message_append(
                 conversation=ticket.conversation, role=MessageRole.ASSISTANT, content=text
+            )
+            # An open chat shows the news at once (published after commit, like every reply).
+            transaction.on_commit(
+                functools.partial(
+                    live.reply_committed,
+                    ticket_id=ticket.pk,
+                    message_seq=message.seq,
+                    text=text,
+                    sources=[],
+                )
             )
             new_state = ticket.state
             if state in (RefundRequestState.EXECUTED, RefundRequestState.REJECTED):

@@ -27,7 +27,9 @@ from django.http import (
 )
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from markdown_it import MarkdownIt
 
 from billing.models import Customer
 from memory import selectors as memory_selectors
@@ -236,6 +238,10 @@ def _submitted(request: HttpRequest, ticket: Ticket, cursor: str) -> HttpRespons
                 "cursor": cursor,
                 "events": reverse("chat:events", kwargs={"ticket_id": ticket.pk}),
                 "status_url": reverse("chat:status", kwargs={"ticket_id": ticket.pk}),
+                "message_url": reverse("chat:message_new", kwargs={"ticket_id": ticket.pk}),
+                "human_url": reverse("chat:human", kwargs={"ticket_id": ticket.pk}),
+                "rate_url": reverse("chat:rate", kwargs={"ticket_id": ticket.pk}),
+                "subject": ticket.subject,
                 "status": status.as_dict(),
                 "message": mine,
             },
@@ -379,7 +385,9 @@ def article(request: HttpRequest, slug: str) -> HttpResponse:
     found = memory_selectors.article_get_by_slug(slug=slug)
     if found is None:
         raise Http404("No such article")
-    return render(request, "chat/article.html", {"article": found})
+    # Markdown without raw HTML: whatever an article's text holds is escaped.
+    body = MarkdownIt("commonmark", {"html": False}).render(found.body)
+    return render(request, "chat/article.html", {"article": found, "body": mark_safe(body)})  # noqa: S308
 
 
 urlpatterns = [

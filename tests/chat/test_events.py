@@ -105,6 +105,22 @@ def test_an_idle_stream_sends_heartbeats_and_ends_after_its_time():
     assert frames(chunks) == []
 
 
+def test_an_idle_stream_outlives_the_redis_clients_default_read_timeout():
+    # redis-py's asyncio client times reads out after 5 s unless told otherwise.
+    async def go() -> list[bytes]:
+        return [
+            c
+            async for c in events.sse_stream(
+                ticket_id=15, last_event_id=None, heartbeat_seconds=6, max_seconds=6.5
+            )
+        ]
+
+    chunks = asyncio.run(asyncio.wait_for(go(), timeout=30))
+
+    assert b": events unavailable\n\n" not in chunks
+    assert b": keep-alive\n\n" in chunks
+
+
 def test_the_stream_is_trimmed_and_expires(redis_client):
     for i in range(events.STREAM_MAXLEN + 300):
         events.publish(ticket_id=13, kind="delta", data={"text": str(i)})

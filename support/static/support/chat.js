@@ -261,13 +261,35 @@
       showError(res.data.error ? "Your message could not be sent: " + res.data.error + "." : "Your message could not be sent. Please try again.");
       return;
     }
-    if (!ticketId || String(res.data.ticket_id) !== ticketId) {
+    if (ticketId && String(res.data.ticket_id) !== ticketId) {
       window.location.assign(res.data.url + "?after=" + encodeURIComponent(res.data.cursor));
       return;
     }
+    if (!ticketId) becomeConversation(res.data);
     if (res.data.message) upsertMessage(res.data.message);
     setStatus(res.data.status);
     if (mode === "poll") poll();
+  }
+
+  // The first message of a new conversation: this page becomes its page (no reload, so the
+  // status shows at once and the stream starts from the cursor the post returned).
+  function becomeConversation(data) {
+    ticketId = String(data.ticket_id);
+    eventsUrl = data.events;
+    statusUrl = data.status_url;
+    cursor = data.cursor || "0-0";
+    chat.dataset.ticketId = ticketId;
+    chat.dataset.rateUrl = data.rate_url;
+    form.action = data.message_url;
+    if (humanForm) humanForm.action = data.human_url;
+    var title = document.getElementById("chat-title");
+    if (title && data.subject) title.textContent = data.subject.length > 80 ? data.subject.slice(0, 79) + "…" : data.subject;
+    var label = form.querySelector("label[for=chat-input]");
+    if (label) label.textContent = "Your reply";
+    var newLink = document.getElementById("new-conversation");
+    if (newLink) newLink.removeAttribute("aria-current");
+    if (window.history && window.history.replaceState) window.history.replaceState(null, "", data.url);
+    if (!startSSE()) startPolling(); else schedulePoll();
   }
 
   if (form) {
