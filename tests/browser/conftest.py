@@ -7,7 +7,6 @@ browser context (cookies, storage), so sign-ins never leak between tests.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -100,15 +99,23 @@ def browser(live_stack) -> Iterator[Any]:
             chromium.close()
 
 
-def _new_page(browser: Any, live_stack: LiveStack, viewport: dict[str, int]) -> Iterator[Any]:
+def open_page(browser: Any, live_stack: LiveStack, viewport: dict[str, int]) -> Any:
+    """A page in a new browser context (own cookies), with `page.js_errors` (uncaught errors in
+    the page) and `page.a11y` (what check_accessible found). Close it with page.context.close()."""
     context = browser.new_context(base_url=live_stack.url, viewport=viewport, locale="en-US")
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors
+    page.a11y = {}
+    return page
+
+
+def _new_page(browser: Any, live_stack: LiveStack, viewport: dict[str, int]) -> Iterator[Any]:
+    page = open_page(browser, live_stack, viewport)
     yield page
-    context.close()
+    page.context.close()
 
 
 @pytest.fixture
@@ -133,7 +140,8 @@ def screenshot(page: Any, name: str) -> Path:
 
 def axe_violations(page: Any) -> list[dict[str, Any]]:
     """axe-core (vendored) on the page as it is now: the serious and critical violations."""
-    page.add_script_tag(path=str(AXE))
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
     result = page.evaluate("async () => await axe.run(document)")
     return [
         {
@@ -141,12 +149,26 @@ def axe_violations(page: Any) -> list[dict[str, Any]]:
             "impact": v["impact"],
             "help": v["help"],
             "nodes": [n["target"] for n in v["nodes"]][:5],
+            "why": v["nodes"][0].get("failureSummary", "")[:300] if v["nodes"] else "",
         }
         for v in result["violations"]
         if v["impact"] in ("serious", "critical")
     ]
 
 
-def assert_accessible(page: Any) -> None:
+def check_accessible(page: Any, name: str) -> None:
+    """Run axe on the page and keep its serious/critical violations under `name` on the page
+    (`page.a11y`); the test asserts none at its end, so one finding does not hide the next."""
     violations = axe_violations(page)
-    assert violations == [], json.dumps(violations, indent=1)
+    if violations:
+        page.a11y[name] = violations
+
+
+def assert_accessible(page: Any) -> None:
+    """No serious or critical axe violation on any page the test checked."""
+    lines = [
+        f"{name}: {v['impact']} {v['id']} ({v['help']}) at {v['nodes']}: {v['why']!r}"
+        for name, found in page.a11y.items()
+        for v in found
+    ]
+    assert lines == [], "axe-core found:\n" + "\n".join(lines)
