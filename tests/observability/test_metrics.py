@@ -123,3 +123,17 @@ def test_a_dependency_down_at_scrape_time_is_one_error_sample_not_a_failed_scrap
     samples = _samples(response.content.decode())
     assert samples[("ledgerly_scrape_errors", (("collector", "queue"),))] == 1.0
     assert samples[("ledgerly_scrape_errors", (("collector", "support"),))] == 0.0
+
+
+@pytest.mark.slow
+def test_a_worker_machine_serves_its_figures_on_metrics_port(celery_worker_process, tmp_path):
+    directory = tmp_path / "worker-metrics"
+    directory.mkdir()
+    port = _free_port()
+    celery_worker_process(
+        concurrency=1, METRICS_PORT=str(port), PROMETHEUS_MULTIPROC_DIR=str(directory)
+    )
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=15) as response:
+        samples = _samples(response.read().decode())
+    assert samples[("ledgerly_queue_depth", (("queue", "celery"),))] == 0.0
+    assert samples[("ledgerly_scrape_errors", (("collector", "queue"),))] == 0.0
