@@ -230,11 +230,13 @@ def main() -> int:
         )
         model_s = [c.latency_ms / 1000 for c in calls]
         # Other model calls on the way (a router call when rules and exemplars were unsure).
-        other_calls = (
+        other_calls: dict[str, int] = {}
+        for purpose in (
             LLMCall.objects.filter(ticket_id__in=[str(s.ticket_id) for s in ok])
             .exclude(purpose="faq_answer")
-            .count()
-        )
+            .values_list("purpose", flat=True)
+        ):
+            other_calls[purpose] = other_calls.get(purpose, 0) + 1
         breakdown = steps_breakdown([s.ticket_id for s in ok])
         model_first, model_total = model_first_tokens(
             f"http://127.0.0.1:{stack.sim_port}", questions
