@@ -55,7 +55,7 @@ def world_reset(*, last_user: int) -> None:
         SemanticCacheLookup,
     )
     from support.evaluation import reset_customer
-    from support.models import KillSwitch, RouterExemplar
+    from support.models import ApiKey, AuditEntry, KillSwitch, RouterExemplar
 
     touched = set(Ticket.objects.values_list("customer_id", flat=True)) | set(
         RefundRequest.objects.values_list("customer_id", flat=True)
@@ -66,6 +66,9 @@ def world_reset(*, last_user: int) -> None:
     RouterExemplar.objects.exclude(source="seed").delete()
     for model in (LLMCall, LLMBatch, SemanticCacheEntry, SemanticCacheLookup, CustomerMemory):
         model.objects.all().delete()
+    # What a test's own staff and integrations left (both hold their user by PROTECT).
+    AuditEntry.objects.all().delete()
+    ApiKey.objects.filter(owner_id__gt=last_user).delete()
     User.objects.filter(pk__gt=last_user).delete()
 
 
