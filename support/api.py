@@ -140,10 +140,22 @@ class TicketPage(Schema):
     offset: int
 
 
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    # Postgres accepts offsets up to ±15:59 only; UTC it always takes.
+    if timezone.is_naive(value):
+        value = value.replace(tzinfo=dt.UTC)
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("date out of range") from None
+
+
 class TicketFilters(Schema):
     state: TicketState | None = None
     lane: Lane | None = None
-    created_since: dt.datetime | None = Field(None, description="ISO 8601; naive means UTC")
+    created_since: Annotated[dt.datetime, AfterValidator(_as_utc)] | None = Field(
+        None, description="ISO 8601; naive means UTC"
+    )
     limit: int = Field(20, ge=1, le=100)
     offset: int = Field(0, ge=0, le=1_000_000)
 
@@ -371,10 +383,7 @@ def ticket_list(request: HttpRequest, filters: Query[TicketFilters]) -> TicketPa
     if filters.lane is not None:
         tickets = tickets.filter(lane=filters.lane)
     if filters.created_since is not None:
-        since = filters.created_since
-        if timezone.is_naive(since):
-            since = since.replace(tzinfo=dt.UTC)
-        tickets = tickets.filter(created_at__gte=since)
+        tickets = tickets.filter(created_at__gte=filters.created_since)
     page = tickets[filters.offset : filters.offset + filters.limit]
     return TicketPage(
         items=[_summary(t) for t in page],
