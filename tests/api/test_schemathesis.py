@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -50,7 +51,11 @@ def settings_for_fuzzing(settings):
 
 # Re-ingesting the help center embeds every article again after a prune: a few cases do.
 INGEST = "/api/v1/helpcenter/ingest"
-SETTINGS = {"deadline": None, "suppress_health_check": list(HealthCheck), "derandomize": True}
+SETTINGS: dict[str, Any] = {
+    "deadline": None,
+    "suppress_health_check": list(HealthCheck),
+    "derandomize": True,
+}
 
 
 def _call(case, keys: dict[str, str]) -> None:
