@@ -275,3 +275,16 @@ def test_chat_and_staff_queue_fit_a_phone(phone_page, browser, live_stack, db_ro
         staff.context.close()
     assert page.js_errors == []
     assert_accessible(page)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="django-ninja's bundled Swagger UI (/api/docs): no lang on <html>, nested interactive "
+    "controls in each operation's summary, low-contrast method badges; not Ledgerly's markup",
+)
+def test_the_api_docs_page_is_accessible(page, live_stack, db_rows):
+    page.goto("/api/v1/docs")
+    page.wait_for_selector(".opblock", timeout=20_000)  # rendered offline, no CDN
+    screenshot(page, "api-docs")
+    check_accessible(page, "api-docs")
+    assert_accessible(page)
