@@ -36,6 +36,13 @@ def runs_sweep(*, now: dt.datetime | None = None, limit: int = 500) -> dict[str,
             | Q(status=RunStatus.READY, updated_at__lte=stale)
         ).values_list("pk", "step")[:limit]
     )
+    # A stale ready run is usually only waiting behind a backlog, its message still queued:
+    # stamped as re-queued now, it is sent again only if it stays untouched another stale
+    # period, not on every sweep (bench/load.py: a 1,000-ticket burst had each run re-queued
+    # every 10 s while it drained, thousands of duplicate tasks competing with real steps).
+    Run.objects.filter(
+        pk__in=[pk for pk, _ in due], status=RunStatus.READY, updated_at__lte=stale
+    ).update(updated_at=now)
     for run_id, step in due:
         advance_run.delay(run_id, step)
     return {"woken": woken, "queued": len(due)}
