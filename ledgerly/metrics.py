@@ -18,6 +18,7 @@ instead of failing the scrape.
 from __future__ import annotations
 
 import atexit
+import hmac
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -220,7 +221,17 @@ def exposition() -> bytes:
 
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """GET /metrics in the Prometheus text format. Serve it on the internal network only."""
+    """GET /metrics in the Prometheus text format. With METRICS_TOKEN set, only for a scraper
+    that sends it as a bearer token; without, serve it on the internal network only."""
+    from django.conf import settings
+
+    token = getattr(settings, "METRICS_TOKEN", None)
+    if token:
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            response = HttpResponse("metrics need the scraper's bearer token\n", status=401)
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
     return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
 
 

@@ -437,6 +437,9 @@ SENTRY_TRACES_SAMPLE_RATE = env.floating("SENTRY_TRACES_SAMPLE_RATE", 0.0)
 # reads the other standard OTEL_EXPORTER_OTLP_* variables (headers, timeout) itself.
 OTEL_EXPORTER_OTLP_ENDPOINT = env.optional_string("OTEL_EXPORTER_OTLP_ENDPOINT")
 OTEL_SERVICE_NAME = env.string("OTEL_SERVICE_NAME", "ledgerly")
+# /metrics answers only with "Authorization: Bearer <METRICS_TOKEN>" when it is set (Prometheus:
+# `authorization: {credentials: ...}` in the scrape config); unset, keep it off the public proxy.
+METRICS_TOKEN = env.optional_string("METRICS_TOKEN")
 # Prometheus: PROMETHEUS_MULTIPROC_DIR (read by prometheus-client itself, before any metric is
 # made) lets /metrics sum every process of a machine; METRICS_PORT serves a worker machine's.
 

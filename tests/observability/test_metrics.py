@@ -137,3 +137,14 @@ def test_a_worker_machine_serves_its_figures_on_metrics_port(celery_worker_proce
         samples = _samples(response.read().decode())
     assert samples[("ledgerly_queue_depth", (("queue", "celery"),))] == 0.0
     assert samples[("ledgerly_scrape_errors", (("collector", "queue"),))] == 0.0
+
+
+@pytest.mark.django_db
+def test_with_a_metrics_token_only_the_scraper_that_sends_it_is_answered(client, settings):
+    settings.METRICS_TOKEN = "scrape-token-1"
+    assert client.get("/metrics").status_code == 401
+    wrong = client.get("/metrics", HTTP_AUTHORIZATION="Bearer nope")
+    assert wrong.status_code == 401
+    right = client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-token-1")
+    assert right.status_code == 200
+    assert b"ledgerly_queue_depth" in right.content
