@@ -288,6 +288,15 @@
     if (label) label.textContent = "Your reply";
     var newLink = document.getElementById("new-conversation");
     if (newLink) newLink.removeAttribute("aria-current");
+    var tickets = document.querySelector("#ticket-list ul");
+    if (tickets) {
+      if (!tickets.querySelector("a")) tickets.textContent = "";
+      var item = el("li");
+      var subject = data.subject || "";
+      item.appendChild(el("a", { href: data.url, "data-testid": "ticket-link", "data-ticket-id": ticketId, "aria-current": "page" },
+        subject.length > 48 ? subject.slice(0, 47) + "…" : subject));
+      tickets.insertBefore(item, tickets.firstChild);
+    }
     if (window.history && window.history.replaceState) window.history.replaceState(null, "", data.url);
     if (!startSSE()) startPolling(); else schedulePoll();
   }
