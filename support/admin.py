@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -82,13 +83,31 @@ class ReleaseAdmin(ReadOnly):
         verdict = release_compare(candidate=obj)
         return "; ".join(verdict.reasons) or verdict.note or str(verdict.as_dict()["candidate"])
 
+    @staticmethod
+    def _audit(request: HttpRequest, action: str, release: Release) -> None:
+        from django.contrib.auth.models import User
+
+        from support.audit import audit_record
+
+        if isinstance(request.user, User):
+            audit_record(
+                actor=request.user,
+                action=f"release.{action}",
+                target=f"release:{release.name}",
+                via=f"page:{request.path}",
+            )
+
     @admin.action(description="Roll back (no new ticket goes to it, at once)")
     def rollback(self, request: HttpRequest, queryset: QuerySet[Release]) -> None:
         who = f"staff:{request.user.get_username()}"
-        done = sum(
-            release_rollback(release=r, actor=who, reason="rolled back by staff in the admin")
-            for r in queryset
-        )
+        done = 0
+        for release in queryset:
+            with transaction.atomic():
+                if release_rollback(
+                    release=release, actor=who, reason="rolled back by staff in the admin"
+                ):
+                    self._audit(request, "rollback", release)
+                    done += 1
         self.message_user(request, f"{done} release(s) rolled back.")
 
     @admin.action(description="Promote to current")
@@ -103,6 +122,7 @@ class ReleaseAdmin(ReadOnly):
         except ReleaseError as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
+        self._audit(request, "promote", release)
         self.message_user(request, f"{release.name} is the current release.")
 
 
