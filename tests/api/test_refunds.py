@@ -161,3 +161,23 @@ def test_list_filters_by_state_and_unknown_ids_are_404(
     assert proposed_list["items"][0]["evidence"]
     assert approved_list["count"] == 0
     assert (missing.status_code, error_code(missing)) == (404, "not_found")
+
+
+def test_signed_in_staff_decide_through_the_session_with_csrf(proposed, approver, redis_client):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(approver)
+    client.get("/admin/")  # a page with a form sets the CSRF cookie
+    url = f"/api/v1/refund-requests/{proposed.pk}/reject"
+
+    without = client.post(url, {"reason": "no"}, content_type="application/json")
+    with_token = client.post(
+        url,
+        {"reason": "outside the policy"},
+        content_type="application/json",
+        headers={"X-CSRFToken": client.cookies["csrftoken"].value},
+    )
+
+    assert (without.status_code, error_code(without)) == (403, "csrf_failed")
+    assert with_token.status_code == 200
+    entry = AuditEntry.objects.get()
+    assert (entry.actor_id, entry.via) == (approver.pk, "api_session")
