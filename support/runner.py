@@ -145,7 +145,6 @@ def _guarded(env: StepEnv, lane: str, reply: Reply, refund_request_id: int | Non
             violations=verdict.violations,
             action="regenerated",
         )
-        telemetry.guard_intervened(lane=lane, action="regenerated")
         try:
             redraft = env.complete(
                 tier="small" if lane == Lane.FAQ else "large",
@@ -175,7 +174,6 @@ def _guarded(env: StepEnv, lane: str, reply: Reply, refund_request_id: int | Non
         violations=verdict.violations,
         action="replaced",
     )
-    telemetry.guard_intervened(lane=lane, action="replaced")
     log.warning("support.reply_replaced", ticket=env.ticket.pk, violations=verdict.violations)
     return Reply(guard.safe_reply(refund_request=request))
 
@@ -188,6 +186,7 @@ def _intervention(env: StepEnv, **fields: Any) -> None:
         )
         return
     GuardIntervention.objects.create(**fields)
+    telemetry.guard_intervened(lane=str(fields.get("lane") or ""), action=str(fields["action"]))
 
 
 def _outcome(escalation: EscalationDraft | None) -> str:
