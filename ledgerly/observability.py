@@ -25,8 +25,9 @@ from django.http import HttpRequest, HttpResponse
 _API_KEY = re.compile(r"\bsk-(?:ant-)?[A-Za-z0-9_\-]{12,}")
 _BEARER = re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=\-]{8,}", re.IGNORECASE)
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-# 13-19 digits, optionally grouped by single spaces or dashes (how people type card numbers).
-_CARDLIKE = re.compile(r"(?<![\w.])\d(?:[ \-]?\d){12,18}(?![\w.])")
+# 13-19 digits, optionally grouped by single spaces or dashes (how people type card numbers);
+# not part of a longer word or a decimal figure, but a sentence's full stop may follow.
+_CARDLIKE = re.compile(r"(?<!\w)(?<!\d\.)\d(?:[ \-]?\d){12,18}(?!\w|\.\d)")
 # Two letters, two check digits, 11-30 alphanumerics (optionally in groups of four).
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
 # A URL's password (DSNs: scheme://user:password@host).
@@ -160,6 +161,8 @@ def configure_logging(*, level: str, fmt: str) -> None:
             "loggers": {
                 "django.db.backends": {"level": "WARNING"},
                 "httpx2": {"level": "WARNING"},
+                # The SDK's DEBUG lines dump whole requests: the prompt, a customer's message.
+                "anthropic": {"level": "WARNING"},
                 "httpcore": {"level": "WARNING"},
             },
         }
