@@ -319,11 +319,12 @@ def _ticket_customer(who: Principal, named: str | None) -> Customer:
 
 def _idempotency_namespace(who: Principal, customer: Customer) -> str:
     # One integration's keys never meet another's: the key is namespaced by the API key's
-    # rotation lineage (so a retry with the rotated key still finds the ticket) and the
-    # customer, or by the signed-in customer.
+    # rotation lineage (so a retry with the rotated key still finds the ticket), or by the
+    # signed-in customer. Not by the body's customer: the same key naming another customer is
+    # another body, a 409 (the fingerprint holds the customer).
     if who.api_key is not None:
         root = api_key_lineage_ids(api_key=who.api_key)[0]
-        return f"api:{root}:{customer.pk}:"
+        return f"api:{root}:"
     return f"session:{customer.pk}:"
 
 

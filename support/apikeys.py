@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -38,6 +39,7 @@ SECRET_BYTES = 32
 # last_used_at is written at most this often per key (not a write on every request).
 LAST_USED_RESOLUTION = dt.timedelta(seconds=60)
 MAX_LINEAGE = 100
+_PREFIX = re.compile(rf"[0-9a-f]{{{2 * PREFIX_BYTES}}}")
 
 
 class ApiKeyError(ValueError):
@@ -152,8 +154,8 @@ def api_key_authenticate(*, token: str, now: dt.datetime | None = None) -> ApiKe
     wrong secret, revoked, expired, or owned by a deactivated user. Marks the key used (at most
     once a minute)."""
     prefix, dot, secret = token.partition(".")
-    if not dot or not secret or len(prefix) != 2 * PREFIX_BYTES or len(secret) > 100:
-        return None
+    if not dot or not secret or not _PREFIX.fullmatch(prefix) or len(secret) > 100:
+        return None  # (a NUL in the prefix would be a 500 from Postgres, not a 401)
     api_key = ApiKey.objects.select_related("owner", "customer").filter(prefix=prefix).first()
     if api_key is None:
         # Spend the same hashing work as for a known prefix.

@@ -44,8 +44,13 @@ class IdempotencyConflict(IntakeError):
 
 
 def _replay(*, idempotency_key: str, customer: Customer, fingerprint: str) -> Ticket | None:
-    existing = Ticket.objects.filter(idempotency_key=idempotency_key, customer=customer).first()
-    if existing is not None and fingerprint and existing.idempotency_fingerprint != fingerprint:
+    existing = Ticket.objects.filter(idempotency_key=idempotency_key).first()
+    if existing is None:
+        return None
+    # Another customer's ticket under the key is never handed back (whatever the fingerprint).
+    if existing.customer_id != customer.pk or (
+        fingerprint and existing.idempotency_fingerprint != fingerprint
+    ):
         raise IdempotencyConflict("this idempotency key was used for another submission")
     return existing
 

@@ -1,0 +1,304 @@
+"""An adversarial second read of the three surfaces (chat, staff pages, REST API): what a
+hostile customer, a leaked or stale key, or a careless integrator would try. Each test states
+the attack and asserts it gets nowhere (and never a 5xx)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from urllib.parse import urljoin
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+
+from billing.models import Customer
+from memory import services as memory_services
+from support import apikeys, signin
+from support.models import AnswerRating, Ticket
+from tests.billing import factories as billing_factories
+from tests.staff import factories as staff_factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _browser_location(location: str) -> str:
+    """Where a browser goes for a Location header: the URL spec strips tabs and newlines
+    before parsing, and resolves the rest against the page."""
+    cleaned = "".join(ch for ch in location if ch not in "\t\n\r")
+    return urljoin("http://testserver/signin/demo/", cleaned)
+
+
+def customer_with_login() -> tuple[Customer, User]:
+    customer = billing_factories.customer()
+    user = User.objects.create_user(customer.email, password="x-not-used-x")
+    customer.user = user
+    customer.save(update_fields=["user"])
+    return customer, user
+
+
+def signed_in(user: User, *, csrf: bool = False) -> Client:
+    client = Client(enforce_csrf_checks=csrf)
+    client.force_login(user)
+    return client
+
+
+def own_ticket(customer: Customer) -> Ticket:
+    return staff_factories.ticket(
+        owner=customer, messages=(("customer", "my secret question"), ("assistant", "An answer."))
+    )
+
+
+# --- redirects ------------------------------------------------------------------------------------
+HOSTILE_NEXT = [
+    "//evil.example/",
+    "/\t/evil.example/",
+    "/\n/evil.example/",
+    "/\r\n/evil.example/",
+    "/%09/evil.example/",
+    "https://evil.example/",
+    "/\\evil.example/",
+    " //evil.example/",
+]
+
+
+@pytest.mark.parametrize("target", HOSTILE_NEXT)
+def test_the_demo_sign_in_never_redirects_off_site(client, settings, monkeypatch, target):
+    settings.DEMO_SIGNIN_ENABLED = True
+    customer, _ = customer_with_login()
+    monkeypatch.setattr(signin, "SCENARIO_EMAILS", (customer.email,))
+
+    response = client.post("/signin/demo/", {"email": customer.email, "next": target})
+
+    assert response.status_code == 302
+    assert _browser_location(response["Location"]).startswith("http://testserver/")
+
+
+@pytest.mark.parametrize("target", HOSTILE_NEXT)
+def test_the_staff_sign_in_never_redirects_off_site(target):
+    user = staff_factories.staff_user(approver=False)
+    response = Client().post(
+        f"/staff/login/?next={target}",
+        {"username": user.username, "password": staff_factories.PASSWORD},
+    )
+    assert response.status_code == 302
+    assert _browser_location(response["Location"]).startswith("http://testserver/")
+
+
+# --- ratings and polling -------------------------------------------------------------------
+def test_a_customer_cannot_rate_another_customers_answer():
+    a, _ = customer_with_login()
+    _, user_b = customer_with_login()
+    ticket = own_ticket(a)
+
+    response = signed_in(user_b).post(
+        f"/tickets/{ticket.pk}/ratings/", {"message_seq": "2", "helpful": "yes"}
+    )
+
+    assert response.status_code == 404
+    assert not AnswerRating.objects.exists()
+
+
+@pytest.mark.parametrize("seq", ["99999999999999999999999", "-1", "1e3", "\x00", "²"])
+def test_a_rating_of_a_nonsense_message_number_is_a_400(seq):
+    a, user_a = customer_with_login()
+    ticket = own_ticket(a)
+
+    response = signed_in(user_a).post(
+        f"/tickets/{ticket.pk}/ratings/", {"message_seq": seq, "helpful": "yes"}
+    )
+
+    assert response.status_code == 400
+    assert not AnswerRating.objects.exists()
+
+
+@pytest.mark.parametrize("after_seq", ["99999999999999999999999", "-99999999999999999999", "x"])
+def test_polling_with_a_huge_or_bad_cursor_is_not_a_5xx(after_seq):
+    a, user_a = customer_with_login()
+    ticket = own_ticket(a)
+
+    response = signed_in(user_a).get(
+        f"/tickets/{ticket.pk}/status/", {"after_seq": after_seq}, HTTP_ACCEPT="application/json"
+    )
+
+    assert response.status_code in (200, 400)
+
+
+def test_polling_another_customers_ticket_is_a_404():
+    a, _ = customer_with_login()
+    _, user_b = customer_with_login()
+    ticket = own_ticket(a)
+
+    response = signed_in(user_b).get(
+        f"/tickets/{ticket.pk}/status/", HTTP_ACCEPT="application/json"
+    )
+
+    assert response.status_code == 404
+    assert b"my secret question" not in response.content
+
+
+# --- CSRF on the pages ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "data"),
+    [
+        ("/tickets/", {"text": "hello"}),
+        ("/human/", {}),
+        ("/tickets/{t}/messages/", {"text": "hello"}),
+        ("/tickets/{t}/human/", {}),
+        ("/tickets/{t}/ratings/", {"message_seq": "2", "helpful": "no"}),
+        ("/signout/", {}),
+    ],
+)
+def test_chat_posts_without_a_csrf_token_change_nothing(path, data):
+    a, user_a = customer_with_login()
+    ticket = own_ticket(a)
+    client = signed_in(user_a, csrf=True)
+    before = Ticket.objects.count()
+
+    response = client.post(path.format(t=ticket.pk), data, HTTP_ACCEPT="application/json")
+
+    assert response.status_code == 403
+    assert Ticket.objects.count() == before
+    assert not AnswerRating.objects.exists()
+    assert client.get("/").status_code == 200  # still signed in
+
+
+# --- API keys ----------------------------------------------------------------------------------
+def _bearer(key: str, **more: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}", **more}
+
+
+def test_a_revoked_keys_rotation_successor_does_not_outlive_a_compromise_of_the_old_one():
+    """Rotating hands out a new secret; revoking the old key afterwards (it leaked) must not
+    leave the old secret working through its grace period."""
+    owner = staff_factories.staff_user(approver=False)
+    a, _ = customer_with_login()
+    old = apikeys.api_key_create(name="int", scopes=["tickets"], owner=owner, customer=a)
+    new = apikeys.api_key_rotate(api_key=old.api_key)
+    apikeys.api_key_revoke(api_key=old.api_key)
+
+    client = Client()
+    assert client.get("/api/v1/tickets", headers=_bearer(old.plaintext)).status_code == 401
+    assert client.get("/api/v1/tickets", headers=_bearer(new.plaintext)).status_code == 200
+
+
+def test_a_key_whose_expiry_passed_during_rotation_grace_is_refused():
+    owner = staff_factories.staff_user(approver=False)
+    a, _ = customer_with_login()
+    old = apikeys.api_key_create(name="int", scopes=["tickets"], owner=owner, customer=a)
+    apikeys.api_key_rotate(
+        api_key=old.api_key, now=timezone.now() - dt.timedelta(days=30), grace_seconds=60
+    )
+    assert Client().get("/api/v1/tickets", headers=_bearer(old.plaintext)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer " + "a" * 12 + "." + "b" * 10_000,
+        "Bearer " + "é" * 12 + ".x",
+        "Bearer \x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00.x",
+        "Bearer " + "." * 50,
+        "Basic dXNlcjpwYXNz",
+        "Bearer",
+    ],
+)
+def test_hostile_authorization_headers_are_a_401(header):
+    response = Client().get("/api/v1/tickets", HTTP_AUTHORIZATION=header)
+    assert response.status_code == 401
+
+
+def test_an_integration_keys_idempotency_key_never_returns_a_ticket_it_did_not_open():
+    owner = staff_factories.staff_user(approver=False)
+    a, _ = customer_with_login()
+    one = apikeys.api_key_create(name="one", scopes=["tickets"], owner=owner).plaintext
+    two = apikeys.api_key_create(name="two", scopes=["tickets"], owner=owner).plaintext
+    body = {"text": "Where is my invoice?", "customer": a.email}
+    client = Client()
+
+    first = client.post(
+        "/api/v1/tickets",
+        body,
+        content_type="application/json",
+        headers=_bearer(one, **{"Idempotency-Key": "same"}),
+    )
+    second = client.post(
+        "/api/v1/tickets",
+        body,
+        content_type="application/json",
+        headers=_bearer(two, **{"Idempotency-Key": "same"}),
+    )
+
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] != second.json()["id"]
+    got = client.get(f"/api/v1/tickets/{first.json()['id']}", headers=_bearer(two))
+    assert got.status_code == 404
+
+
+def test_the_same_idempotency_key_for_another_customer_is_a_409():
+    """The body names the customer: the same key with another customer is another body."""
+    owner = staff_factories.staff_user(approver=False)
+    a, _ = customer_with_login()
+    b, _ = customer_with_login()
+    key = apikeys.api_key_create(name="one", scopes=["tickets"], owner=owner).plaintext
+    client = Client()
+
+    first = client.post(
+        "/api/v1/tickets",
+        {"text": "Where is my invoice?", "customer": a.email},
+        content_type="application/json",
+        headers=_bearer(key, **{"Idempotency-Key": "k-1"}),
+    )
+    second = client.post(
+        "/api/v1/tickets",
+        {"text": "Where is my invoice?", "customer": b.email},
+        content_type="application/json",
+        headers=_bearer(key, **{"Idempotency-Key": "k-1"}),
+    )
+
+    assert first.status_code == 202
+    assert second.status_code == 409
+    assert Ticket.objects.count() == 1
+
+
+# --- hostile input on the pages -----------------------------------------------------------
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/help/%00/",
+        "/help/caf%C3%A9/",
+        "/signin/?next=%00",
+        "/staff/login/?next=%00",
+        "/signin/link/%00/",
+        "/signin/link/" + "a" * 5000 + "/",
+    ],
+)
+def test_hostile_page_paths_are_not_a_5xx(client, path):
+    assert client.get(path).status_code < 500
+
+
+def test_nul_in_a_chat_message_is_not_a_5xx():
+    _, user_a = customer_with_login()
+    response = signed_in(user_a).post(
+        "/tickets/", {"text": "\x00\x00"}, HTTP_ACCEPT="application/json"
+    )
+    assert response.status_code == 400
+    assert not Ticket.objects.exists()
+
+
+def test_an_article_body_cannot_run_script():
+    memory_services.article_create(
+        slug="xss-probe",
+        title="<script>alert(1)</script>",
+        section="<img src=x onerror=alert(1)>",
+        body="[click](javascript:alert(1))\n\n<script>alert(2)</script>\n\n"
+        "<a href=x onclick=y>z</a>",
+        keywords="",
+    )
+    page = Client().get("/help/xss-probe/").content.decode()
+    main = page.split("<main", 1)[1].split("</main>", 1)[0]
+
+    assert "<script" not in main
+    assert "<img" not in main
+    assert "<a href=x" not in main
+    assert 'href="javascript:' not in main
