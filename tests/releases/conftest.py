@@ -52,6 +52,7 @@ def runs_of(no_releases) -> Callable[..., list[Run]]:
     """Settled runs of a release with known latency, cost and outcome, created `ago` before
     now (live runs with tickets of their own; `shadow=True`: shadows of new live runs)."""
     customer = Customer.objects.order_by("pk").first()
+    assert customer is not None, "the demo world is seeded"
 
     def make(
         release: Release,

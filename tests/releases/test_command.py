@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -87,10 +88,10 @@ def test_a_malformed_release_spec_is_refused(value):
         evaluation.release_spec(value)
 
 
-def _report(pass_rate: float, cost: float, passes: dict[str, int]) -> dict:
+def _report(pass_rate: float, cost: float, passes: dict[str, int]) -> dict[str, Any]:
     lane = {"tickets": 2, "pass_rate": pass_rate, "cost_usd_p50": cost, "latency_s_p50": 1.0,
             "latency_s_p95": 2.0 + cost}  # fmt: skip
-    summary = {key: 0 for key in evaluation.COMPARED}
+    summary: dict[str, Any] = {key: 0 for key in evaluation.COMPARED}
     summary.update(
         pass_rate=pass_rate, cost_per_ticket_usd=cost, passes=passes, lanes={"faq": lane}
     )

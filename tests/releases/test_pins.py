@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ NAME = "summarise_conversation"
 
 
 @pytest.fixture
-def two_versions(tmp_path, monkeypatch) -> Path:
+def two_versions(tmp_path, monkeypatch) -> Iterator[Path]:
     """The summary prompt as the repo has it (version 1) and a version 2 beside it."""
     directory = tmp_path / "prompts"
     directory.mkdir()
@@ -34,12 +35,12 @@ def two_versions(tmp_path, monkeypatch) -> Path:
     prompt_registry.get.cache_clear()
 
 
-def pinned(**pins: object) -> llm.CallContext:
+def pinned(
+    *, models: dict[str, str] | None = None, prompts: dict[str, int] | None = None
+) -> llm.CallContext:
     return dataclasses.replace(
         run_ctx(run_id="run-pins", customer_ref="cus_pins"),
-        pins=llm.Pins.of(
-            release="r2", models=pins.get("models", {}), prompts=pins.get("prompts", {})
-        ),  # type: ignore[arg-type]
+        pins=llm.Pins.of(release="r2", models=models or {}, prompts=prompts or {}),
     )
 
 
