@@ -118,7 +118,13 @@ class Staff(threading.Thread):
         self.join(timeout=30)
 
 
-def schedule(stack: st.Stack, t0: float, log: list[dict[str, Any]], stop: threading.Event) -> None:
+def schedule(
+    stack: st.Stack,
+    t0: float,
+    log: list[dict[str, Any]],
+    stop: threading.Event,
+    supervisor: Supervisor,
+) -> None:
     """The faults, at fixed offsets from t0 (seconds)."""
 
     def at(offset: float) -> bool:
@@ -140,8 +146,7 @@ def schedule(stack: st.Stack, t0: float, log: list[dict[str, Any]], stop: thread
                 stack.start_worker(i)
             note("workers restarted", workers=list(indexes))
 
-    supervisor = Supervisor(stack, note)
-    supervisor.start()
+    supervisor.note = note
 
     steps: list[tuple[float, Callable[[], None]]] = [
         (20, lambda: kill_workers([0])),
@@ -169,11 +174,17 @@ class Supervisor(threading.Thread):
     """What systemd or Kubernetes does for a worker: start it again when its process exits
     (except while the schedule holds it down on purpose). Each restart is an event."""
 
-    def __init__(self, stack: st.Stack, note: Callable[..., None]) -> None:
+    def __init__(self, stack: st.Stack) -> None:
         super().__init__(daemon=True, name="supervisor")
-        self.stack, self.note = stack, note
+        self.stack = stack
+        self.note: Callable[..., None] = lambda event, **detail: st.say(f"{event} {detail}")
         self.held: set[int] = set()
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=10)
 
     @contextlib.contextmanager
     def hold(self, indexes: Sequence[int]) -> Iterator[None]:
@@ -186,8 +197,7 @@ class Supervisor(threading.Thread):
                 self.held -= set(indexes)
 
     def run(self) -> None:
-        while True:
-            time.sleep(1)
+        while not self.stopping.wait(1):
             with self.lock:
                 for index, proc in enumerate(self.stack.workers):
                     if index in self.held or proc is None or proc.poll() is None:
@@ -324,7 +334,11 @@ def run_chaos(stack: st.Stack, args: argparse.Namespace) -> dict[str, Any]:
     sampler.start()
     staff.start()
     t0 = time.monotonic()
-    chaos = threading.Thread(target=schedule, args=(stack, t0, events, stop), daemon=True)
+    supervisor = Supervisor(stack)
+    supervisor.start()
+    chaos = threading.Thread(
+        target=schedule, args=(stack, t0, events, stop, supervisor), daemon=True
+    )
     chaos.start()
     try:
         driver.steady(tickets, rate_per_min=args.rate, seconds=args.duration)
@@ -335,6 +349,7 @@ def run_chaos(stack: st.Stack, args: argparse.Namespace) -> dict[str, Any]:
         settle_s = load.drain(accepted, timeout=args.settle)
     finally:
         stop.set()
+        supervisor.stop()
         driver.close()
         staff.stop()
         sampler.stop()
