@@ -460,14 +460,18 @@ def run_load(stack: st.Stack, args: argparse.Namespace) -> dict[str, Any]:
     knee_steps: list[dict[str, Any]] = []
     try:
         for rate in [float(r) for r in args.knee.split(",") if r.strip()]:
+            mark0 = st.cpu_mark(stack)
             phase = run_phase(
                 driver, f"knee {rate:g}/min", tickets, rate=rate, seconds=args.step_seconds
             )
-            knee_steps.append(step_figures(phase, sampler))
+            share = st.cpu_share(mark0, st.cpu_mark(stack))
+            knee_steps.append({**step_figures(phase, sampler), "cpu_share": share})
             drain(phase.pks, timeout=args.drain_timeout)
+        mark0 = st.cpu_mark(stack)
         steady = run_phase(
             driver, f"steady {args.rate:g}/min", tickets, rate=args.rate, seconds=args.duration
         )
+        steady_cpu = st.cpu_share(mark0, st.cpu_mark(stack))
         backlog_end_of_steady = sampler.in_flight_now()
         drain(steady.pks, timeout=args.drain_timeout)
         burst = Phase(name="no burst", rate=0.0, t0=time.monotonic())
@@ -520,6 +524,8 @@ def run_load(stack: st.Stack, args: argparse.Namespace) -> dict[str, Any]:
         "steady_backlog_at_end": backlog_end_of_steady,
         "steady_in_flight_max": steady_in_flight,
         "steady_running_max": steady_running,
+        # Who used the 2 cores during the steady phase (the machine is shared).
+        "steady_cpu_share": steady_cpu,
         "burst": args.burst,
         "burst_accept_s": round(burst.t1 - burst.t0, 1),
         "burst_drain_s": round(burst_drain_s, 1),

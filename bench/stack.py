@@ -524,6 +524,42 @@ def machine_load() -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class CpuMark:
+    at: float
+    machine_busy_s: float  # every core's non-idle time
+    stack_s: float  # web, workers, beat, Postgres, Redis, simulator
+    bench_s: float  # this process: the load generator
+
+
+def cpu_mark(stack: Stack) -> CpuMark:
+    import psutil
+
+    t = psutil.cpu_times()
+    busy = sum(t) - t.idle - getattr(t, "iowait", 0.0)
+    # infra_processes names the postmaster: its backends are counted as its children.
+    ours = sum(cpu_seconds({**stack.app_processes(), **stack.infra_processes()}).values())
+    me = psutil.Process().cpu_times()
+    return CpuMark(time.monotonic(), busy, ours, me.user + me.system)
+
+
+def cpu_share(a: CpuMark, b: CpuMark) -> dict[str, float]:
+    """Shares of the machine's cores between two marks: busy in all, used by the stack, by the
+    load generator, and by everything else on the (shared) machine."""
+    import psutil
+
+    capacity = (b.at - a.at) * (psutil.cpu_count() or 1)
+    busy = (b.machine_busy_s - a.machine_busy_s) / capacity
+    stack_share = (b.stack_s - a.stack_s) / capacity
+    bench = (b.bench_s - a.bench_s) / capacity
+    return {
+        "machine_busy": round(busy, 3),
+        "stack": round(stack_share, 3),
+        "load_generator": round(bench, 3),
+        "others": round(max(0.0, busy - stack_share - bench), 3),
+    }
+
+
 @contextlib.contextmanager
 def timed(label: str) -> Iterator[None]:
     t0 = time.monotonic()
