@@ -19,6 +19,7 @@ process agrees. Over the limit: 429 with Retry-After. Redis down: the limit is n
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +112,9 @@ class ApiKeyAuth(HttpBearer):
         return Principal(user=api_key.owner, scope=self.scope, api_key=api_key, customer=customer)
 
 
+_SESSION_KEY = re.compile(r"[a-z0-9]{8,64}")
+
+
 class SessionScopeAuth(APIKeyCookie):
     """The Django session (cookie), CSRF-checked on unsafe methods, for `scope`."""
 
@@ -122,6 +126,11 @@ class SessionScopeAuth(APIKeyCookie):
         super().__init__(csrf=True)
 
     def __call__(self, request: HttpRequest) -> Principal | None:
+        cookie = request.COOKIES.get(self.param_name)
+        if cookie is None or not _SESSION_KEY.fullmatch(cookie):
+            # No session, or not one Django could have issued (looking it up would send a NUL
+            # or the like to Postgres).
+            return None
         user = getattr(request, "user", None)
         if user is None or not user.is_authenticated:
             return None  # nobody signed in: 401 (a CSRF failure would wrongly say 403)

@@ -233,3 +233,11 @@ def test_a_session_without_csrf_changes_nothing(plain_staff, make_key):
     assert response.status_code == 403
     assert error_code(response) == "csrf_failed"
     assert not Article.objects.filter(slug="gift-cards").exists()
+
+
+@pytest.mark.parametrize("cookie", ["abc\x00defghij", "x" * 300, "not a session"])
+def test_a_session_cookie_django_never_issued_is_anonymous(api_client, cookie):
+    api_client.cookies["sessionid"] = cookie
+    response = api_client.get("/api/v1/tickets")
+    assert response.status_code == 401
+    assert error_code(response) == "unauthorized"
