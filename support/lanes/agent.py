@@ -42,6 +42,10 @@ def _start_state(env: StepEnv) -> dict[str, Any]:
     # recall_customer_memory), not text resent with every turn: query="" leaves them out.
     context = build_context(conversation=env.ticket.conversation, ctx=env.ctx, query="")
     messages = context.messages() or [{"role": "user", "content": env.message}]
+    while env.shadow and len(messages) > 1 and messages[-1]["role"] != "user":
+        # A shadow sees the conversation as it was when the message came: not the live run's
+        # reply to it, which may be written by now.
+        messages.pop()
     if messages[-1]["role"] != "user":
         messages.append({"role": "user", "content": env.message})
     return {

@@ -162,3 +162,17 @@ def test_no_shadow_outside_the_sample(candidate, settings):
     )
     drive(ticket)
     assert not Run.objects.filter(shadow_of__ticket=ticket).exists()
+
+
+def test_a_shadow_does_not_see_the_live_reply_to_its_message(shadow):
+    ticket = services.ticket_submit(customer=customer("jonas.berg@example.com"), text=JONAS_MIXED)
+    drive(ticket)  # the live run answers first
+    ticket.refresh_from_db()
+    assert ticket.first_lane == "agent"
+    assert ticket.reply
+
+    shadow_run = drive_run(Run.objects.get(shadow_of__ticket=ticket))
+
+    messages = shadow_run.checkpoint["lane_state"]["messages"]
+    said = [(m["role"], m["content"]) for m in messages if isinstance(m["content"], str)]
+    assert said == [("user", JONAS_MIXED)]  # not the live reply, nor the message twice
