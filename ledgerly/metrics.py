@@ -18,6 +18,7 @@ instead of failing the scrape.
 from __future__ import annotations
 
 import atexit
+import glob
 import hmac
 import os
 import threading
@@ -177,6 +178,9 @@ register_scrape_collector("llm", llm_state)
 
 
 class _ScrapeTime(Collector):
+    def __init__(self, machine: _MachineFiles | None = None) -> None:
+        self.machine = machine  # collected before this one: its unreadable files are known
+
     def collect(self) -> Iterator[Metric]:
         errors = GaugeMetricFamily(
             "ledgerly_scrape_errors",
@@ -191,6 +195,8 @@ class _ScrapeTime(Collector):
                 continue
             errors.add_metric([name], 0.0)
             yield from families
+        if self.machine is not None:
+            errors.add_metric(["multiprocess"], 1.0 if self.machine.unreadable else 0.0)
         yield errors
 
 
@@ -203,16 +209,45 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+def ensure_multiprocess_dir() -> None:
+    """Make PROMETHEUS_MULTIPROC_DIR if it is missing: prometheus-client writes a process's
+    samples there as they are counted, and a missing directory makes every count raise."""
+    path = multiprocess_dir()
+    if path:
+        os.makedirs(path, exist_ok=True)
+
+
+class _MachineFiles(multiprocess.MultiProcessCollector):
+    """The machine's processes' files, summed, leaving out any that cannot be read (a process
+    killed right after making its file leaves it empty: one such file must not fail every
+    scrape); when one was left out, `ledgerly_scrape_errors{collector="multiprocess"}` is 1."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path  # registered by hand: the parent would check the path and register
+        self.unreadable = 0
+
+    def collect(self) -> Iterable[Metric]:
+        os.makedirs(self._path, exist_ok=True)
+        readable, unreadable = [], 0
+        for name in sorted(glob.glob(os.path.join(self._path, "*.db"))):
+            try:
+                self._read_metrics([name])
+            except Exception:  # struct.error, OSError: a torn or vanished file
+                unreadable += 1
+                continue
+            readable.append(name)
+        self.unreadable = unreadable
+        yield from self.merge(readable, accumulate=True)
+
+
 def registry() -> CollectorRegistry:
     """What a scrape reports: every process's samples (multiprocess mode) or this process's,
     plus the scrape-time figures."""
     reg = CollectorRegistry(auto_describe=False)
     path = multiprocess_dir()
-    if path:
-        multiprocess.MultiProcessCollector(reg, path=path)
-    else:
-        reg.register(_ThisProcess())
-    reg.register(_ScrapeTime())
+    machine = _MachineFiles(path) if path else None
+    reg.register(machine or _ThisProcess())
+    reg.register(_ScrapeTime(machine))
     return reg
 
 
@@ -226,6 +261,11 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     from django.conf import settings
 
     token = getattr(settings, "METRICS_TOKEN", None)
+    if not token and settings.PRODUCTION:
+        # The web port is the public one: production serves its figures (costs, refund
+        # decisions, budgets) only to a scraper with the token; workers' METRICS_PORT is
+        # internal.
+        return HttpResponse("not found\n", status=404, content_type="text/plain")
     if token:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):

@@ -61,6 +61,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Database sessions that treat a cookie Django never issued as no session (not a 500).
+SESSION_ENGINE = "ledgerly.sessions"
 
 ROOT_URLCONF = "ledgerly.urls"
 ASGI_APPLICATION = "ledgerly.asgi.application"
@@ -442,6 +444,10 @@ OTEL_SERVICE_NAME = env.string("OTEL_SERVICE_NAME", "ledgerly")
 METRICS_TOKEN = env.optional_string("METRICS_TOKEN")
 # Prometheus: PROMETHEUS_MULTIPROC_DIR (read by prometheus-client itself, before any metric is
 # made) lets /metrics sum every process of a machine; METRICS_PORT serves a worker machine's.
+# Made here, before any metric: a missing directory would make every count raise.
+PROMETHEUS_MULTIPROC_DIR = env.optional_string("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 
 from ledgerly.observability import configure_logging, configure_sentry  # noqa: E402
 from ledgerly.tracing import configure_tracing  # noqa: E402

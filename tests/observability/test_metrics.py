@@ -110,6 +110,7 @@ def test_one_scrape_sums_what_two_processes_counted(multiproc_env, web, redis_cl
     }
     assert scrape_errors == {
         (("collector", "llm"),): 0.0,
+        (("collector", "multiprocess"),): 0.0,
         (("collector", "queue"),): 0.0,
         (("collector", "support"),): 0.0,
     }
