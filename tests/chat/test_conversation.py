@@ -10,6 +10,8 @@ import re
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.test import AsyncClient
 from django.utils import timezone
 
@@ -57,6 +59,12 @@ def wait_for_reply(ticket_id: int, after: str | None = "0-0", timeout: float = 9
     raise AssertionError(f"no reply event within {timeout}s: {[e.kind for e in seen]}")
 
 
+async def close_db() -> None:
+    # The view's database work ran in asgiref's worker thread: close that thread's connection,
+    # or the test database cannot be dropped at the end of the run.
+    await sync_to_async(connections.close_all)()
+
+
 def sse_frames(client, path: str, count: int, last_event_id: str | None = None) -> list[dict]:
     """Read `count` events from the SSE view through Django's ASGI handler."""
 
@@ -81,6 +89,7 @@ def sse_frames(client, path: str, count: int, last_event_id: str | None = None) 
             if len(got) >= count:
                 break
         await response.streaming_content.aclose()  # type: ignore[union-attr]
+        await close_db()
         return got
 
     return asyncio.run(asyncio.wait_for(go(), timeout=30))
@@ -195,7 +204,9 @@ def test_another_customers_ticket_is_not_found_anywhere(client):
     async def events_status() -> int:
         async_client = AsyncClient()
         async_client.cookies = client.cookies
-        return (await async_client.get(f"{base}/events/")).status_code
+        status = (await async_client.get(f"{base}/events/")).status_code
+        await close_db()
+        return status
 
     assert asyncio.run(events_status()) == 404
     assert Ticket.objects.get(pk=ticket.pk).conversation.last_seq == 1  # nothing was added
@@ -207,7 +218,9 @@ def test_signed_out_callers_get_401_or_the_sign_in_page(client):
     assert client.post("/tickets/", {"text": "hi"})["Location"].startswith("/signin/")
 
     async def events_status() -> int:
-        return (await AsyncClient().get("/tickets/1/events/")).status_code
+        status = (await AsyncClient().get("/tickets/1/events/")).status_code
+        await close_db()
+        return status
 
     assert asyncio.run(events_status()) == 401
 
