@@ -10,6 +10,7 @@ Last-Event-ID, with polling of `status` as the fallback.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable
 from functools import wraps
 from typing import Any
@@ -34,7 +35,7 @@ from markdown_it import MarkdownIt
 from billing.models import Customer
 from memory import selectors as memory_selectors
 from memory.models import MessageRole
-from support import events, live, ratings, selectors, services, signin
+from support import api_auth, events, live, ratings, selectors, services, signin
 from support.models import AnswerRating, Ticket
 
 app_name = "chat"
@@ -254,25 +255,54 @@ def _submit(
     request: HttpRequest, customer: Customer, text: str, ticket: Ticket | None
 ) -> HttpResponse:
     cursor = "0-0" if ticket is None else events.last_event_id(ticket_id=ticket.pk)
+    # The customer's rate limit is the API's (one bucket per customer): each message queues
+    # model work, so the chat is no way around it.
+    wait = api_auth.rate_limit_take(api_key_id=None, customer_id=customer.pk)
     try:
+        if wait:
+            raise _TooMany(math.ceil(wait))
         submitted = services.ticket_submit(
             customer=customer, text=text, channel="chat", ticket=ticket
         )
-    except services.IntakeError as exc:
+    except (services.IntakeError, _TooMany) as exc:
+        code = 429 if isinstance(exc, _TooMany) else 400
+        response: HttpResponse
         if _wants_json(request):
-            return JsonResponse({"error": str(exc)}, status=400)
-        context = {
-            "customer": customer,
-            "tickets": _ticket_list(customer),
-            "ticket": ticket,
-            "messages": _message_rows(ticket) if ticket else [],
-            "status": live.ticket_status(ticket=ticket) if ticket else None,
-            "cursor": cursor,
-            "error": f"Your message could not be sent: {exc}.",
-            "draft": text[:20000],
-        }
-        return render(request, "chat/conversation.html", context, status=400)
+            response = JsonResponse({"error": str(exc)}, status=code)
+        else:
+            response = _submit_failed(request, customer, text, ticket, cursor, str(exc), code)
+        if isinstance(exc, _TooMany):
+            response["Retry-After"] = str(exc.seconds)
+        return response
     return _submitted(request, submitted, cursor)
+
+
+class _TooMany(Exception):
+    def __init__(self, seconds: int) -> None:
+        self.seconds = max(1, seconds)
+        super().__init__(f"you are sending messages too quickly; try again in {self.seconds} s")
+
+
+def _submit_failed(
+    request: HttpRequest,
+    customer: Customer,
+    text: str,
+    ticket: Ticket | None,
+    cursor: str,
+    error: str,
+    status: int,
+) -> HttpResponse:
+    context = {
+        "customer": customer,
+        "tickets": _ticket_list(customer),
+        "ticket": ticket,
+        "messages": _message_rows(ticket) if ticket else [],
+        "status": live.ticket_status(ticket=ticket) if ticket else None,
+        "cursor": cursor,
+        "error": f"Your message could not be sent: {error}.",
+        "draft": text[:20000],
+    }
+    return render(request, "chat/conversation.html", context, status=status)
 
 
 @require_POST

@@ -302,3 +302,37 @@ def test_an_article_body_cannot_run_script():
     assert "<img" not in main
     assert "<a href=x" not in main
     assert 'href="javascript:' not in main
+
+
+# --- rate limits ---------------------------------------------------------------------------------
+@pytest.mark.usefixtures("redis_client")
+def test_the_chat_counts_against_the_customers_rate_limit(settings):
+    """The per-customer limit is the customer's, whichever door they use: the chat's own posts
+    (each queues model work) may not go around the API's limit."""
+    settings.API_RATE_LIMIT_PER_CUSTOMER_PER_MINUTE = 2
+    _, user_a = customer_with_login()
+    client = signed_in(user_a)
+
+    statuses = [
+        client.post("/tickets/", {"text": f"question {n}"}, HTTP_ACCEPT="application/json")
+        for n in range(3)
+    ]
+    page = client.post("/human/", {})
+
+    assert [r.status_code for r in statuses] == [202, 202, 429]
+    assert 1 <= int(statuses[2]["Retry-After"]) <= 60
+    assert "error" in statuses[2].json()
+    assert page.status_code == 429
+    assert Ticket.objects.count() == 2
+    assert client.get("/api/v1/tickets").status_code == 429  # one bucket for the customer
+
+
+@pytest.mark.parametrize("cookie", ["abcdefgh\x00ijkl", "é" * 40, "x" * 300, "a b c d e f g h"])
+@pytest.mark.parametrize("path", ["/", "/signin/", "/staff/approvals/", "/help/anything/"])
+def test_a_session_cookie_django_never_issued_is_signed_out_not_a_5xx(cookie, path):
+    client = Client()
+    client.cookies["sessionid"] = cookie
+
+    response = client.get(path)
+
+    assert response.status_code in (200, 302, 404)
