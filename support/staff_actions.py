@@ -9,6 +9,8 @@ in the views.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.contrib.auth.models import User
 from django.db import transaction
 
@@ -16,9 +18,9 @@ from billing import services as billing_services
 from billing.models import Customer, RefundRequest
 from memory import services as memory_services
 from memory.models import Article, Message
-from support import services
+from support import apikeys, services
 from support.audit import audit_record
-from support.models import DeadLetter, Escalation, KillSwitch
+from support.models import ApiKey, DeadLetter, Escalation, KillSwitch
 
 MAX_NOTE_CHARS = 2000
 
@@ -166,6 +168,30 @@ def kill_switch_set(
 
 # --- help-center articles -------------------------------------------------------------------------
 @transaction.atomic
+def article_create(
+    *, actor: User, via: str, slug: str, title: str, section: str, body: str, keywords: str = ""
+) -> Article:
+    """Create and index an article (the slug must be new: IntegrityError)."""
+    created = memory_services.article_create(
+        slug=slug, title=title, section=section, body=body, keywords=keywords
+    )
+    audit_record(
+        actor=actor,
+        action="article.create",
+        target=f"article:{created.slug}",
+        via=via,
+        detail={"content_hash": created.content_hash},
+    )
+    return created
+
+
+@transaction.atomic
+def article_delete(*, article: Article, actor: User, via: str) -> None:
+    memory_services.article_delete(article=article)
+    audit_record(actor=actor, action="article.delete", target=f"article:{article.slug}", via=via)
+
+
+@transaction.atomic
 def article_edit(
     *, article: Article, actor: User, via: str, title: str, section: str, body: str, keywords: str
 ) -> Article:
@@ -200,3 +226,61 @@ def article_reindex(*, article: Article, actor: User, via: str) -> int:
         detail={"chunks_written": written},
     )
     return written
+
+
+# --- REST API keys --------------------------------------------------------------------------------
+@transaction.atomic
+def api_key_create(
+    *,
+    actor: User,
+    via: str,
+    name: str,
+    scopes: list[str],
+    owner: User,
+    customer: Customer | None = None,
+    expires_at: dt.datetime | None = None,
+) -> apikeys.IssuedKey:
+    """Issue a key (the plaintext is in the result only; the entry names the prefix)."""
+    issued = apikeys.api_key_create(
+        name=name, scopes=scopes, owner=owner, customer=customer, expires_at=expires_at
+    )
+    audit_record(
+        actor=actor,
+        action="api_key.create",
+        target=f"api_key:{issued.api_key.prefix}",
+        via=via,
+        detail={
+            "name": issued.api_key.name,
+            "scopes": issued.api_key.scopes,
+            "owner": owner.get_username(),
+            "customer": customer.ref if customer else None,
+        },
+    )
+    return issued
+
+
+@transaction.atomic
+def api_key_rotate(*, api_key: ApiKey, actor: User, via: str) -> apikeys.IssuedKey:
+    """Rotate (apikeys.ApiKeyError when revoked or rotated already; nothing recorded then)."""
+    issued = apikeys.api_key_rotate(api_key=api_key)
+    audit_record(
+        actor=actor,
+        action="api_key.rotate",
+        target=f"api_key:{api_key.prefix}",
+        via=via,
+        detail={
+            "new": issued.api_key.prefix,
+            "old_valid_until": api_key.expires_at.isoformat() if api_key.expires_at else None,
+        },
+    )
+    return issued
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, actor: User, via: str) -> bool:
+    revoked = apikeys.api_key_revoke(api_key=api_key)
+    if revoked:
+        audit_record(
+            actor=actor, action="api_key.revoke", target=f"api_key:{api_key.prefix}", via=via
+        )
+    return revoked
