@@ -424,6 +424,9 @@ def lane_costs(*, outcomes: list[TicketOutcome]) -> list[LaneCost]:
     served: dict[tuple[str, str], set[str]] = defaultdict(set)
     for ticket_id, model, total in (
         LLMCall.objects.filter(ticket_id__in=list(by_id))
+        # A shadow release's calls carry the live ticket's id but answered nobody: they count in
+        # spend, not in what a ticket or a resolution cost (support.runner's "shadow:" ref).
+        .exclude(customer_id__startswith="shadow:")
         .values_list("ticket_id", "model")
         .annotate(total=Sum("cost_usd"))
         .values_list("ticket_id", "model", "total")

@@ -209,6 +209,14 @@ def test_spend_against_budget_by_utc_day_and_month(dataset):
     assert (s.today_fraction, s.month_fraction) == (0.173, 0.1346)
 
 
+def test_a_shadow_releases_calls_count_in_spend_but_not_in_cost_per_ticket(dataset):
+    _call(dataset["t1"], "m-small", "0.500", customer_id="shadow:cus_x")
+    figures = operations.operations_figures(now=NOW)
+    faq = {(c.lane, c.model): c for c in figures.lane_costs}[("faq", "all")]
+    assert faq.cost_usd == Decimal("0.030")
+    assert figures.spend.today_usd == Decimal("0.846")
+
+
 def test_approval_rate_per_plan_and_interval(dataset):
     segments = {(a.plan, a.interval): a for a in operations.operations_figures(now=NOW).approvals}
     growth = segments[("growth", "monthly")]
