@@ -435,11 +435,24 @@ def ticket_events(
     last_event_id: Annotated[str | None, Header(None, alias="Last-Event-ID", max_length=50)] = None,
 ) -> StreamingHttpResponse:
     ticket = _ticket(request, ticket_id)
+    who = principal(request)
+    slot = events.stream_slot_take(
+        reader=f"key:{who.api_key.pk}" if who.api_key is not None else f"user:{who.user.pk}",
+        lifetime_seconds=settings.API_SSE_MAX_SECONDS,
+    )
+    if slot is None:
+        raise ApiError(
+            429,
+            "too_many_streams",
+            f"at most {events.MAX_STREAMS_PER_READER} event streams open at once; close one",
+            headers={"Retry-After": "5"},
+        )
     response = StreamingHttpResponse(
         events.sse_stream(
             ticket_id=ticket.pk,
             last_event_id=last_event_id,
             max_seconds=settings.API_SSE_MAX_SECONDS,
+            slot=slot,
         ),
         content_type="text/event-stream",
     )

@@ -39,6 +39,7 @@ import contextlib
 import functools
 import json
 import re
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -84,6 +85,59 @@ def _client_for(url: str) -> redis.Redis:
 
 def client() -> redis.Redis:
     return _client_for(settings.REDIS_URL)
+
+
+# --- how many streams one reader may hold open -------------------------------------------------
+# Each open stream holds a Redis connection for up to its max_seconds: without a cap, one signed-in
+# customer or one key could open thousands and use up Redis' clients (which the broker, the
+# budgets and the rate limits share). A browser needs one per open conversation tab.
+MAX_STREAMS_PER_READER = 10
+_SLOT_TAKE = """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[4])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) + 1)
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class StreamSlot:
+    """One of a reader's open streams, held until `stream_slot_release` or its lifetime ends
+    (a slot whose process died frees itself)."""
+
+    key: str
+    token: str
+
+
+def stream_slot_take(*, reader: str, lifetime_seconds: float) -> StreamSlot | None:
+    """Reserve a stream for `reader` ("customer:7", "key:3"); None when it has
+    MAX_STREAMS_PER_READER open already. Fails open when Redis is unreachable (the stream then
+    says it is unavailable by itself)."""
+    name = f"{settings.REDIS_KEY_PREFIX}:support:streams:{reader}"
+    slot = StreamSlot(key=name, token=secrets.token_hex(8))
+    try:
+        taken = client().eval(
+            _SLOT_TAKE,
+            1,
+            name,
+            time.time(),
+            lifetime_seconds + 30,
+            MAX_STREAMS_PER_READER,
+            slot.token,
+        )
+    except redis.RedisError as exc:
+        log.warning("support.stream_slot_unavailable", reader=reader, error=str(exc))
+        return slot
+    return slot if taken else None
+
+
+def stream_slot_release(slot: StreamSlot | None) -> None:
+    if slot is None:
+        return
+    with contextlib.suppress(redis.RedisError):
+        client().zrem(slot.key, slot.token)
 
 
 def valid_event_id(value: str | None) -> str | None:
@@ -152,11 +206,13 @@ async def sse_stream(
     heartbeat_seconds: float = 15.0,
     max_seconds: float = 300.0,
     retry_ms: int = 2000,
+    slot: StreamSlot | None = None,
 ) -> AsyncIterator[bytes]:
     """SSE frames for the ticket's events after `last_event_id` (see the module docstring).
 
     Reads with XREAD BLOCK on its own asyncio connection, so an idle stream costs a socket and
-    no thread. Ends after `max_seconds` so no response lives forever; clients reconnect."""
+    no thread. Ends after `max_seconds` so no response lives forever; clients reconnect. Frees
+    `slot` (see stream_slot_take) when it ends."""
     cursor = valid_event_id(last_event_id) or "0-0"
     name = key(ticket_id)
     # redis-py's asyncio client gives up on a read after 5 s by default: longer than that, an
@@ -192,6 +248,7 @@ async def sse_stream(
     finally:
         with contextlib.suppress(Exception):
             await asyncio.shield(conn.aclose())
+        stream_slot_release(slot)  # one quick ZREM; awaiting here could be cancelled
 
 
 class DeltaRelay:

@@ -42,6 +42,7 @@ app_name = "chat"
 
 HUMAN_TEXT = "I'd like to talk to a human, please."
 RECENT_TICKETS = 20
+CHAT_STREAM_SECONDS = 300.0  # a stream ends then and the browser reconnects (Last-Event-ID)
 
 View = Callable[..., HttpResponseBase]
 
@@ -400,8 +401,17 @@ async def ticket_events(request: HttpRequest, ticket_id: int) -> HttpResponseBas
     allowed = await _authorized_ticket_id(request, ticket_id)
     if allowed is None:
         raise Http404("No such conversation")
+    slot = await sync_to_async(events.stream_slot_take)(
+        reader=f"user:{user.pk}", lifetime_seconds=CHAT_STREAM_SECONDS
+    )
+    if slot is None:  # EventSource gives up on a non-200; the page then polls
+        refused = JsonResponse({"error": "too many open conversations"}, status=429)
+        refused["Retry-After"] = "5"
+        return refused
     last = request.headers.get("Last-Event-ID") or request.GET.get("after")
-    stream: AsyncIterator[bytes] = events.sse_stream(ticket_id=allowed, last_event_id=last)
+    stream: AsyncIterator[bytes] = events.sse_stream(
+        ticket_id=allowed, last_event_id=last, max_seconds=CHAT_STREAM_SECONDS, slot=slot
+    )
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # a proxy must pass events on as they come

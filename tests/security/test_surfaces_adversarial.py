@@ -8,14 +8,17 @@ import datetime as dt
 from urllib.parse import urljoin
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth.models import User
-from django.test import Client
+from django.db import connections
+from django.test import AsyncClient, Client
 from django.utils import timezone
 
 from billing.models import Customer
 from memory import services as memory_services
-from support import apikeys, signin
+from support import apikeys, events, signin
 from support.models import AnswerRating, Ticket
+from support.views import chat as chat_views
 from tests.billing import factories as billing_factories
 from tests.staff import factories as staff_factories
 
@@ -336,3 +339,64 @@ def test_a_session_cookie_django_never_issued_is_signed_out_not_a_5xx(cookie, pa
     response = client.get(path)
 
     assert response.status_code in (200, 302, 404)
+
+
+# --- open event streams --------------------------------------------------------------------------
+def _drain(response) -> bytes:
+    async def go() -> bytes:
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(go)()
+
+
+@pytest.mark.usefixtures("redis_client")
+def test_one_key_cannot_hold_more_than_its_share_of_event_streams(settings, monkeypatch):
+    """Each open stream holds a Redis connection: a key (or a customer) opening streams without
+    end would use up Redis' clients, which the broker and the budgets share."""
+    settings.API_SSE_MAX_SECONDS = 0.3
+    monkeypatch.setattr(events, "MAX_STREAMS_PER_READER", 2)
+    owner = staff_factories.staff_user(approver=False)
+    a, _ = customer_with_login()
+    key = apikeys.api_key_create(name="k", scopes=["tickets"], owner=owner, customer=a).plaintext
+    other = apikeys.api_key_create(name="o", scopes=["tickets"], owner=owner, customer=a).plaintext
+    ticket = own_ticket(a)
+    path = f"/api/v1/tickets/{ticket.pk}/events"
+    client = Client()
+
+    first = client.get(path, headers=_bearer(key))
+    second = client.get(path, headers=_bearer(key))
+    refused = client.get(path, headers=_bearer(key))
+    another_key = client.get(path, headers=_bearer(other))
+
+    assert [first.status_code, second.status_code, another_key.status_code] == [200, 200, 200]
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_streams"
+    assert int(refused["Retry-After"]) >= 1
+    _drain(first)  # a stream that ends frees its place
+    assert client.get(path, headers=_bearer(key)).status_code == 200
+
+
+@pytest.mark.usefixtures("redis_client")
+def test_one_customer_cannot_hold_more_than_their_share_of_chat_streams(monkeypatch):
+    monkeypatch.setattr(events, "MAX_STREAMS_PER_READER", 2)
+    monkeypatch.setattr(chat_views, "CHAT_STREAM_SECONDS", 0.3)
+    a, user_a = customer_with_login()
+    ticket = own_ticket(a)
+    cookies = signed_in(user_a).cookies
+    path = f"/tickets/{ticket.pk}/events/"
+
+    async def go() -> tuple[list[int], int]:
+        client = AsyncClient()
+        client.cookies = cookies
+        opened = [await client.get(path) for _ in range(3)]
+        statuses = [r.status_code for r in opened]
+        async for _chunk in opened[0].streaming_content:  # type: ignore[attr-defined]
+            pass
+        again = await client.get(path)
+        await sync_to_async(connections.close_all)()
+        return statuses, again.status_code
+
+    statuses, again = async_to_sync(go)()
+
+    assert statuses == [200, 200, 429]
+    assert again == 200
