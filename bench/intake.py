@@ -116,7 +116,7 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from bench.stack import Options, Stack, say
+    from stack import Options, Stack, say  # bench/ is the script's own directory
 
     class IntakeStack(Stack):
         def start_web(self) -> None:
