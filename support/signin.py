@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core import signing
+from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db.models import Case, IntegerField, Value, When
 
@@ -24,6 +25,8 @@ from billing.demo import SCENARIO_EMAILS
 from billing.models import Customer
 
 MAGIC_LINK_MAX_AGE = 15 * 60
+# At most one link per address this often: the form must not be a way to flood an inbox.
+MAGIC_LINK_EVERY_SECONDS = 60
 _SALT = "ledgerly.support.magic-link"
 
 
@@ -108,8 +111,9 @@ def magic_user(*, token: str) -> User:
 
 
 def magic_link_send(*, email: str, link_for: object) -> bool:
-    """Email a sign-in link to the customer whose login has `email` (case-insensitive). Says
-    nothing to the caller about who exists: True only tells tests a mail went out.
+    """Email a sign-in link to the customer whose login has `email` (case-insensitive), at most
+    one per MAGIC_LINK_EVERY_SECONDS. Says nothing to the caller about who exists: True only
+    tells tests a mail went out.
     `link_for(token) -> absolute URL`."""
     customer = (
         Customer.objects.select_related("user")
@@ -118,6 +122,8 @@ def magic_link_send(*, email: str, link_for: object) -> bool:
     )
     if customer is None or customer.user is None:
         return False
+    if not cache.add(f"support:magic-link:{customer.pk}", 1, timeout=MAGIC_LINK_EVERY_SECONDS):
+        return False  # one was sent a moment ago; it is still good
     url = link_for(magic_token(user=customer.user))  # type: ignore[operator]
     minutes = MAGIC_LINK_MAX_AGE // 60
     send_mail(

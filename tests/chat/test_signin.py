@@ -120,3 +120,12 @@ def test_staff_without_a_customer_are_sent_to_sign_in(client):
 
     assert response.status_code == 302
     assert response["Location"].startswith("/signin/")
+
+
+def test_asking_again_within_a_minute_sends_no_second_mail(client):
+    mail.outbox.clear()
+
+    for _ in range(3):
+        assert client.post("/signin/", {"email": "isla.novak@example.com"}).status_code == 200
+
+    assert len(mail.outbox) == 1
