@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import schemathesis
 from django.core.wsgi import get_wsgi_application
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
@@ -74,7 +74,7 @@ def test_no_server_error_and_responses_match_the_schema(case, keys):
 
 
 @schema.include(path=INGEST).parametrize()
-@settings(max_examples=1, **SETTINGS)
+@settings(max_examples=3, phases=[Phase.generate], **SETTINGS)
 def test_ingest_no_server_error_and_responses_match_the_schema(case, keys):
     _call(case, keys)
 
