@@ -93,7 +93,8 @@ def signin_page(request: HttpRequest) -> HttpResponse:
     }
     if request.method == "POST":
         email = (request.POST.get("email") or "").strip()
-        if not email or "@" not in email or len(email) > 254:
+        # (A NUL would reach Postgres, which refuses it: a 500 instead of this answer.)
+        if not email or "@" not in email or len(email) > 254 or "\x00" in email:
             context["error"] = "Please enter the email address of your Ledgerly account."
             return render(request, "chat/signin.html", context, status=400)
         signin.magic_link_send(

@@ -5,6 +5,7 @@ the attack and asserts it gets nowhere (and never a 5xx)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from urllib.parse import urljoin
 
 import pytest
@@ -400,3 +401,87 @@ def test_one_customer_cannot_hold_more_than_their_share_of_chat_streams(monkeypa
 
     assert statuses == [200, 200, 429]
     assert again == 200
+
+
+# --- sign-in input ------------------------------------------------------------------------------
+@pytest.mark.parametrize("email", ["a\x00@example.test", "ana@exa\x00mple.com", "é@ü.example"])
+def test_a_hostile_sign_in_address_gets_the_same_answer_not_a_5xx(client, email):
+    response = client.post("/signin/", {"email": email})
+
+    assert response.status_code in (200, 400)
+
+
+def test_the_sign_in_answer_is_the_same_for_a_customer_and_a_stranger(client):
+    customer, _ = customer_with_login()
+
+    known = client.post("/signin/", {"email": customer.email}).content.decode()
+    stranger = client.post("/signin/", {"email": "nobody@example.test"}).content.decode()
+
+    def normalised(page: str) -> str:
+        page = page.replace(customer.email, "EMAIL").replace("nobody@example.test", "EMAIL")
+        return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", page)
+
+    assert normalised(known) == normalised(stranger)
+
+
+# --- refund decisions by API keys ------------------------------------------------------------
+def test_a_staff_key_whose_owner_cannot_decide_is_a_403_and_decides_nothing():
+    owner = staff_factories.staff_user(approver=False)
+    key = apikeys.api_key_create(name="s", scopes=["staff"], owner=owner).plaintext
+    request = staff_factories.proposed_request()
+
+    response = Client().post(
+        f"/api/v1/refund-requests/{request.pk}/approve",
+        {},
+        content_type="application/json",
+        headers=_bearer(key),
+    )
+
+    assert response.status_code == 403
+    request.refresh_from_db()
+    assert request.state == "proposed"
+
+
+def test_a_staff_key_loses_the_decision_with_its_owners_permission():
+    owner = staff_factories.staff_user(approver=True)
+    key = apikeys.api_key_create(name="s", scopes=["staff"], owner=owner).plaintext
+    owner.user_permissions.clear()
+    request = staff_factories.proposed_request()
+
+    response = Client().post(
+        f"/api/v1/refund-requests/{request.pk}/approve",
+        {},
+        content_type="application/json",
+        headers=_bearer(key),
+    )
+
+    assert response.status_code == 403
+    request.refresh_from_db()
+    assert request.state == "proposed"
+
+
+@pytest.mark.parametrize("via", ["api", "page"])
+def test_a_withdrawn_request_cannot_be_approved(via):
+    from billing import services as billing_services
+    from billing.models import Refund
+
+    approver = staff_factories.staff_user(approver=True)
+    request = staff_factories.proposed_request()
+    assert billing_services.refund_request_withdraw(refund_request=request)
+    key = apikeys.api_key_create(name="s", scopes=["staff"], owner=approver).plaintext
+    responses = {
+        "api": lambda: Client().post(
+            f"/api/v1/refund-requests/{request.pk}/approve",
+            {},
+            content_type="application/json",
+            headers=_bearer(key),
+        ),
+        "page": lambda: signed_in(approver).post(f"/staff/approvals/{request.pk}/approve"),
+    }
+
+    response = responses[via]()
+
+    assert response.status_code == 409
+    request.refresh_from_db()
+    assert request.state == "withdrawn"
+    assert not Refund.objects.filter(refund_request=request).exists()
