@@ -77,7 +77,7 @@ def sse_frames(client, path: str, count: int, last_event_id: str | None = None) 
         assert response["Content-Type"] == "text/event-stream"
         got: list[dict] = []
         buffer = ""
-        async for chunk in response.streaming_content:
+        async for chunk in response.streaming_content:  # type: ignore[attr-defined]
             buffer += chunk.decode()
             while "\n\n" in buffer:
                 frame, buffer = buffer.split("\n\n", 1)
@@ -88,7 +88,7 @@ def sse_frames(client, path: str, count: int, last_event_id: str | None = None) 
                     )
             if len(got) >= count:
                 break
-        await response.streaming_content.aclose()  # type: ignore[union-attr]
+        await response.streaming_content.aclose()  # type: ignore[attr-defined]
         await close_db()
         return got
 

@@ -35,7 +35,7 @@ def read(ticket_id: int, last_event_id: str | None, count: int, **kwargs) -> lis
             got.append(chunk)
             if len(frames(got)) >= count:
                 break
-        await stream.aclose()
+        await stream.aclose()  # type: ignore[attr-defined]
         return got
 
     return asyncio.run(asyncio.wait_for(go(), timeout=20))

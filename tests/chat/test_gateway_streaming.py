@@ -50,12 +50,16 @@ def test_a_stream_cut_midway_is_a_failed_step_and_the_fallback_starts_the_draft_
     deltas: list[str] = []
     restarts: list[int] = []
 
+    def restart() -> None:
+        restarts.append(len(deltas))
+        deltas.clear()
+
     completion = call(
         "cut",
         tier="large",
         fallback="small",
         on_text=deltas.append,
-        on_restart=lambda: (restarts.append(len(deltas)), deltas.clear()),
+        on_restart=restart,
         extra_headers={
             "x-sim-fault": "truncated_stream",
             "x-sim-fault-times": "1",
