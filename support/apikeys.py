@@ -140,11 +140,16 @@ def api_key_rotate(
     return issued
 
 
+@transaction.atomic
 def api_key_revoke(*, api_key: ApiKey, now: dt.datetime | None = None) -> bool:
-    """Refuse the key from now on. False (nothing changed) when it was revoked already."""
-    changed = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(
-        revoked_at=now or timezone.now()
-    )
+    """Refuse the key from now on, and the keys it replaced (a predecessor still in its rotation
+    grace would otherwise keep whoever holds it in). False (nothing changed) when it was revoked
+    already."""
+    now = now or timezone.now()
+    changed = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
+    lineage = api_key_lineage_ids(api_key=api_key)
+    older = lineage[: lineage.index(api_key.pk)]
+    ApiKey.objects.filter(pk__in=older, revoked_at__isnull=True).update(revoked_at=now)
     api_key.refresh_from_db()
     return changed == 1
 

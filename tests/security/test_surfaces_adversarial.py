@@ -485,3 +485,18 @@ def test_a_withdrawn_request_cannot_be_approved(via):
     request.refresh_from_db()
     assert request.state == "withdrawn"
     assert not Refund.objects.filter(refund_request=request).exists()
+
+
+def test_revoking_a_rotated_key_also_ends_its_predecessors_grace():
+    """An operator cutting an integration off revokes the key it uses now; the key it replaced
+    (still in its rotation grace) must not keep the integration in."""
+    owner = staff_factories.staff_user(approver=False)
+    a, _ = customer_with_login()
+    old = apikeys.api_key_create(name="int", scopes=["tickets"], owner=owner, customer=a)
+    new = apikeys.api_key_rotate(api_key=old.api_key)
+
+    assert apikeys.api_key_revoke(api_key=new.api_key)
+
+    client = Client()
+    assert client.get("/api/v1/tickets", headers=_bearer(new.plaintext)).status_code == 401
+    assert client.get("/api/v1/tickets", headers=_bearer(old.plaintext)).status_code == 401
