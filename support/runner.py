@@ -49,7 +49,7 @@ from support.models import (
     Ticket,
     TicketState,
 )
-from support.releases import pins_of, run_release_assign
+from support.releases import pins_of, release_current, run_release_assign
 from support.steps import EscalationDraft, Reply, StepEnv, StepOutcome, enqueue_step
 
 log = structlog.get_logger(__name__)
@@ -379,12 +379,18 @@ def _ctx(run: Run, ticket: Ticket, checkpoint: dict[str, Any]) -> llm.CallContex
     # A shadow's calls are the house's experiment, not the customer's use: they count against
     # a budget of their own, so a shadow can never use up a customer's daily budget.
     ref = ticket.customer.ref
+    release = run.release
+    if release is not None and release.state == ReleaseState.ROLLED_BACK:
+        # A rolled-back release makes no more calls: the steps still to come of a run it began
+        # (and every later message of its ticket) use the current release's pins. The run
+        # keeps the record of what it began with. (A rolled-back shadow stops in `advance`.)
+        release = release_current()
     return llm.CallContext(
         run_id=f"run-{run.pk}",
         ticket_id=str(ticket.pk),
         customer_ref=ref if run.shadow_of_id is None else f"shadow:{ref}",
         deadline_at=dt.datetime.fromisoformat(checkpoint["deadline_at"]),
-        pins=None if run.release is None else pins_of(run.release),
+        pins=None if release is None else pins_of(release),
     )
 
 
