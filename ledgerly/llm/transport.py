@@ -13,7 +13,11 @@ header on the way back:
   `x-ledgerly-spend-limit: 1`;
 - an attempt that would start after the call's deadline is not sent: a synthetic 504 with
   `x-should-retry: false` and `x-ledgerly-deadline: exceeded` comes back instead; one that
-  starts in time has its timeouts cut to the time left.
+  starts in time has its timeouts cut to the time left;
+- an attempt's body ends by its read timeout after the attempt began (and by the deadline): the
+  SDK's timeouts are per read, so a body whose chunks kept coming, each within the timeout (a
+  model streaming slowly), ran on as long as the model wrote, past the budget reservation's
+  hold (LLM_RESERVATION_HOLD_SECONDS), and the sweep gave its room back while it ran.
 
 It also reads `anthropic-ratelimit-*` headers and, when the provider reports less than a fifth
 of a limit remaining, lowers the shared limiter's bucket (one Redis call, only then).
@@ -31,7 +35,7 @@ import datetime as dt
 import email.utils
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx2
 
@@ -85,6 +89,7 @@ class GatewayTransport(httpx2.BaseTransport):
         self.on_rate_headers = on_rate_headers
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        began = time.monotonic()
         deadline = None
         if DEADLINE_HEADER in request.headers:
             deadline = float(request.headers[DEADLINE_HEADER])
@@ -111,6 +116,15 @@ class GatewayTransport(httpx2.BaseTransport):
                 }
 
         response = self.inner.handle_request(request)
+        timeouts = request.extensions.get("timeout")
+        read = timeouts.get("read") if isinstance(timeouts, dict) else None
+        if read is not None:
+            end = began + float(read)
+            response.stream = _EndsBy(
+                response.stream,  # type: ignore[arg-type]
+                request=request,
+                end=end if deadline is None else min(end, deadline),
+            )
         status = response.status_code
         if self.on_rate_headers is not None and status < 500:
             self._observe(request, response)
@@ -158,6 +172,24 @@ class GatewayTransport(httpx2.BaseTransport):
         except (ValueError, KeyError, TypeError):
             return
         self.on_rate_headers(model, remaining)  # type: ignore[misc]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _EndsBy(httpx2.SyncByteStream):
+    """A response body that raises ReadTimeout once a chunk arrives past `end` (monotonic)."""
+
+    def __init__(self, inner: httpx2.SyncByteStream, *, request: httpx2.Request, end: float):
+        self.inner, self.request, self.end = inner, request, end
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.inner:
+            if time.monotonic() > self.end:
+                raise httpx2.ReadTimeout(
+                    "the response ran past its time limit", request=self.request
+                )
+            yield chunk
 
     def close(self) -> None:
         self.inner.close()
