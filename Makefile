@@ -37,8 +37,11 @@ lint: install
 
 # The golden-set evaluation runs on its own private Postgres and Redis, never on a database
 # configured in the environment, and against the simulator even where a Claude key is set.
+# The suite runs in PYTEST_WORKERS processes (pytest-xdist), each with its own private Postgres
+# and Redis; a test file stays in one process, so its module fixtures are built once.
+PYTEST_WORKERS ?= 2
 test: install system-deps lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 	LEDGERLY_EVAL_PRIVATE_SERVICES=1 LLM_BACKEND=simulator $(PY) manage.py evaluate tests/golden
 
 # pg_dump -Fc of DATABASE_URL, or of the embedded server (.data/pg) when it is unset, with
