@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from django.urls import URLPattern, URLResolver, include, path, re_path
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Swagger
 from ninja.openapi.schema import OpenAPISchema
 from ninja.openapi.views import openapi_view
 from ninja.operation import Operation
@@ -112,6 +112,9 @@ api = LedgerlyAPI(
     auth=DenyAll(),
     throttle=[ApiRateLimit()],
     docs_url="/docs",
+    # No deep links: they put a link inside each operation's toggle button (nested interactive
+    # controls); templates/ninja/swagger.html adds the rest of the page's accessibility.
+    docs=Swagger(settings={"deepLinking": False}),
 )
 apierrors.install(api)
 api.add_router("/", tickets_router)
