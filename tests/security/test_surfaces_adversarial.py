@@ -500,3 +500,49 @@ def test_revoking_a_rotated_key_also_ends_its_predecessors_grace():
     client = Client()
     assert client.get("/api/v1/tickets", headers=_bearer(new.plaintext)).status_code == 401
     assert client.get("/api/v1/tickets", headers=_bearer(old.plaintext)).status_code == 401
+
+
+# --- CSRF on the API's session calls -------------------------------------------------------
+def test_a_customer_sessions_api_writes_need_the_csrf_token():
+    a, user_a = customer_with_login()
+    ticket = own_ticket(a)
+    client = signed_in(user_a, csrf=True)
+    before = (Ticket.objects.count(), ticket.conversation.messages.count())
+
+    opened = client.post("/api/v1/tickets", {"text": "hi"}, content_type="application/json")
+    added = client.post(
+        f"/api/v1/tickets/{ticket.pk}/messages", {"text": "hi"}, content_type="application/json"
+    )
+
+    assert [opened.status_code, added.status_code] == [403, 403]
+    assert (Ticket.objects.count(), ticket.conversation.messages.count()) == before
+
+
+def test_a_staff_sessions_refund_decision_needs_the_csrf_token():
+    approver = staff_factories.staff_user(approver=True)
+    request = staff_factories.proposed_request()
+    client = signed_in(approver, csrf=True)
+
+    api = client.post(
+        f"/api/v1/refund-requests/{request.pk}/approve", {}, content_type="application/json"
+    )
+    page = client.post(f"/staff/approvals/{request.pk}/approve", {})
+
+    assert [api.status_code, page.status_code] == [403, 403]
+    request.refresh_from_db()
+    assert request.state == "proposed"
+
+
+def test_only_the_assistants_answers_offer_a_rating_form():
+    """A staff reply cannot be rated (ratings are of the assistant's answers, by lane and
+    release): offering the form there only ends in an error."""
+    a, user_a = customer_with_login()
+    ticket = staff_factories.ticket(
+        owner=a,
+        messages=(("customer", "help"), ("assistant", "An answer."), ("staff", "A person here.")),
+    )
+
+    page = signed_in(user_a).get(f"/tickets/{ticket.pk}/").content.decode()
+
+    forms = re.findall(r'name="message_seq" value="(\d+)"', page)
+    assert forms == ["2"]

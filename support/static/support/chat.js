@@ -135,7 +135,7 @@
     li.appendChild(el("h3", { class: "who" }, who));
     li.appendChild(el("div", { class: "text", "data-testid": "message-text" }, m.text));
     if (m.sources && m.sources.length) li.appendChild(sourcesBlock(m.sources));
-    if (m.role !== "customer" && ticketId) {
+    if (m.role === "assistant" && ticketId) {
       if (m.rating) {
         li.appendChild(el("p", { class: "rated", "data-testid": "rating-saved" },
           "You rated this answer " + (m.rating.helpful ? "helpful" : "not helpful") + ". Thanks."));
