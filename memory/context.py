@@ -140,8 +140,12 @@ def build_context(
     ctx: CallContext,
     query: str | None = None,
     token_budget: int | None = None,
+    through_seq: int | None = None,
 ) -> ConversationContext:
     """Assemble `conversation`'s context within `token_budget` (CONTEXT_TOKEN_BUDGET).
+
+    `through_seq` leaves out the messages after it (a shadow run answering an earlier message
+    of a conversation that has moved on; support/releases.py).
 
     `ctx` is the run the assembly is part of: the summary call counts against its budgets and
     ends by its deadline. `query` (default: the latest customer message) selects passages and
@@ -152,6 +156,8 @@ def build_context(
     budget = token_budget or settings.CONTEXT_TOKEN_BUDGET
     conversation.refresh_from_db()
     recent = hot.recent_turns(conversation=conversation)
+    if through_seq is not None:
+        recent = [turn for turn in recent if turn.seq <= through_seq]
     # 1. Newest turns verbatim: the minimum always, more while within the verbatim share.
     chosen: list[hot.Turn] = []
     used = 0

@@ -40,7 +40,15 @@ def _article_titles() -> dict[str, str]:
 def _start_state(env: StepEnv) -> dict[str, Any]:
     # Passages and memories are the agent's tools to ask for (search_help_center,
     # recall_customer_memory), not text resent with every turn: query="" leaves them out.
-    context = build_context(conversation=env.ticket.conversation, ctx=env.ctx, query="")
+    # A shadow answers its message as the live run did, from the conversation up to it: not
+    # the live reply or the customer's later messages (nor summarising them into the row the
+    # live run reads).
+    context = build_context(
+        conversation=env.ticket.conversation,
+        ctx=env.ctx,
+        query="",
+        through_seq=int(env.checkpoint.get("message_seq", 0)) if env.shadow else None,
+    )
     messages = context.messages() or [{"role": "user", "content": env.message}]
     while env.shadow and len(messages) > 1 and messages[-1]["role"] != "user":
         # A shadow sees the conversation as it was when the message came: not the live run's

@@ -3,6 +3,8 @@ runs in the window."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ledgerly.llm.models import LLMCall
@@ -44,3 +46,39 @@ def test_a_rolled_back_canary_answers_no_follow_up_of_the_tickets_it_began(candi
     assert run.release == canary  # the record of what the run began with stays
     canary.refresh_from_db()
     assert canary.state == ReleaseState.ROLLED_BACK
+
+
+JONAS_MIXED = (
+    "Two things: I want a refund for my last invoice, and please reissue it with my VAT ID "
+    "DE123456789 on it."
+)
+
+
+def test_a_late_shadow_sees_only_its_message_and_writes_no_summary(candidate, settings):
+    """A shadow queued behind the live run starts after the live reply and the customer's next
+    messages are in the conversation: it must answer its message as the live run did, from
+    that message alone, and leave the conversation's summary (which the live run reads) alone."""
+    from memory import services as memory_services
+    from memory.models import Conversation
+    from tests.releases.test_shadow import drive_run
+
+    settings.RELEASE_SHADOW_SAMPLE = 1.0
+    settings.CONTEXT_TOKEN_BUDGET = 200  # the smallest: older turns fall out into a summary
+    candidate("shadow", model_ids={"small": "claude-sonnet-5-5"})
+    ticket = services.ticket_submit(customer=customer("jonas.berg@example.com"), text=JONAS_MIXED)
+    live = Run.objects.get(ticket=ticket)
+    releases.run_release_assign(run=live)
+    shadow_run = Run.objects.get(shadow_of=live)
+    later = "the live run already answered this " + "word " * 300 + " LATE-MARKER"
+    for role in ("assistant", "customer", "assistant", "customer"):
+        memory_services.message_append(conversation=ticket.conversation, role=role, content=later)
+
+    drive_run(shadow_run)
+
+    shadow_run.refresh_from_db()
+    assert shadow_run.settled_at is not None
+    sent = json.dumps(shadow_run.checkpoint.get("lane_state", {}).get("messages", []))
+    assert "LATE-MARKER" not in sent
+    assert JONAS_MIXED in sent
+    conversation = Conversation.objects.get(pk=ticket.conversation_id)
+    assert (conversation.summary, conversation.summary_through_seq) == ("", 0)
