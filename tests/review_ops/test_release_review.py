@@ -82,3 +82,55 @@ def test_a_late_shadow_sees_only_its_message_and_writes_no_summary(candidate, se
     assert JONAS_MIXED in sent
     conversation = Conversation.objects.get(pk=ticket.conversation_id)
     assert (conversation.summary, conversation.summary_through_seq) == ("", 0)
+
+
+def test_with_no_current_runs_in_the_window_a_good_candidate_stays(candidate, runs_of):
+    canary = candidate("canary", share="1")
+    runs_of(canary, 25, latency_s=3.0, cost="0.0200")
+
+    found = releases.releases_check()
+
+    canary.refresh_from_db()
+    assert found["rollback"] is False
+    assert canary.state == ReleaseState.CANARY
+    assert found["current"]["runs"] == 0
+
+
+def test_a_current_release_that_cost_nothing_divides_nothing(candidate, runs_of):
+    canary = candidate("canary", share="0.5")
+    runs_of(canary, 25, cost="0.0200")
+    runs_of(releases.release_current(), 25, cost="0", latency_s=0.0)
+
+    found = releases.releases_check()
+
+    assert found["rollback"] is False  # no ratio against zero (answered from the cache)
+
+
+def test_two_beats_rolling_back_at_once_record_one_rollback(candidate):
+    import threading
+
+    from django.db import connection
+
+    canary = candidate("canary", share="1")
+    results: list[bool] = []
+    barrier = threading.Barrier(2)
+
+    def roll(actor: str) -> None:
+        try:
+            barrier.wait()
+            results.append(
+                releases.release_rollback(release=canary, actor=actor, reason=f"by {actor}")
+            )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=roll, args=(a,)) for a in ("beat-1", "beat-2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    canary.refresh_from_db()
+    assert sorted(results) == [False, True]
+    assert canary.state == ReleaseState.ROLLED_BACK
+    assert canary.rollback_reason == f"by {canary.rolled_back_by}"
