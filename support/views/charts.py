@@ -1,7 +1,11 @@
 """Server-rendered bar charts for the operations page: the geometry is computed here and the
 template draws it as inline SVG (no chart library, nothing loaded from anywhere). Each chart
 carries a title and a description for assistive technology; the page prints the same figures
-in a table beside it."""
+in a table beside it.
+
+Each chart has two layouts of the same bars: a wide one (label, bar and value on one row) and a
+stacked one for narrow screens (label and value on one line, the bar under them across the whole
+width), so its text stays at about 14 px on a phone; the stylesheet shows one of them."""
 
 from __future__ import annotations
 
@@ -12,6 +16,10 @@ LABEL_WIDTH = 170
 BAR_SPACE = 260  # the value's text is drawn after the bar, in what is left of WIDTH
 ROW_HEIGHT = 26
 BAR_HEIGHT = 16
+# The stacked layout: drawn about 1:1 on a phone's card, each bar below its label and value.
+STACKED_WIDTH = 330
+STACKED_ROW_HEIGHT = 40
+STACKED_BAR_HEIGHT = 14
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,17 @@ class Bar:
 
 
 @dataclass(frozen=True)
+class StackedBar:
+    label: str
+    text: str
+    text_y: int  # the baseline of the label (at the left) and the value (at the right)
+    bar_y: int
+    width: float
+    track: float
+    over: bool
+
+
+@dataclass(frozen=True)
 class BarChart:
     id: str
     title: str
@@ -36,6 +55,10 @@ class BarChart:
     label_width: int
     bar_height: int
     text_y_offset: int
+    stacked: list[StackedBar]
+    stacked_width: int
+    stacked_height: int
+    stacked_bar_height: int
 
 
 def bar_chart(
@@ -51,6 +74,7 @@ def bar_chart(
     value) unless `scales` gives each row its own (a gauge against a budget)."""
     shared = maximum if maximum is not None else max([v for _, v, _ in rows] or [0.0])
     bars = []
+    stacked = []
     for index, (label, value, text) in enumerate(rows):
         scale = scales[index] if scales else shared
         fraction = value / scale if scale else 0.0
@@ -68,6 +92,18 @@ def bar_chart(
                 over=bool(scales) and fraction > 1,
             )
         )
+        top = index * STACKED_ROW_HEIGHT
+        stacked.append(
+            StackedBar(
+                label=label[:28],
+                text=text,
+                text_y=top + 15,
+                bar_y=top + 22,
+                width=round(max(width / BAR_SPACE * STACKED_WIDTH, 1.0 if width else 0.0), 1),
+                track=STACKED_WIDTH,  # every row shows its scale: a zero is an empty track
+                over=bool(scales) and fraction > 1,
+            )
+        )
     return BarChart(
         id=id,
         title=title,
@@ -78,6 +114,10 @@ def bar_chart(
         label_width=LABEL_WIDTH,
         bar_height=BAR_HEIGHT,
         text_y_offset=BAR_HEIGHT - 3,
+        stacked=stacked,
+        stacked_width=STACKED_WIDTH,
+        stacked_height=max(len(rows), 1) * STACKED_ROW_HEIGHT,
+        stacked_bar_height=STACKED_BAR_HEIGHT,
     )
 
 

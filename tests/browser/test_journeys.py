@@ -77,6 +77,19 @@ def no_sideways_scroll(page: Any) -> None:
     assert overflow <= 1, f"the page is {overflow}px wider than the screen"
 
 
+def chart_text_px(page: Any) -> list[float]:
+    """The size on screen of each chart shown (its text's font size times the SVG's scale)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.chart svg')]
+            .filter(svg => svg.getBoundingClientRect().width > 0)
+            .map(svg => {
+                const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+                const text = svg.querySelector('text');
+                return parseFloat(getComputedStyle(text).fontSize) * scale;
+            })"""
+    )
+
+
 def test_a_customer_sees_an_faq_answer_streamed_with_its_sources(page, live_stack, db_rows):
     sign_in(page, "jonas.berg@example.com", shot="chat-signin")
     screenshot(page, "chat-new-conversation")
@@ -190,6 +203,10 @@ def test_every_staff_page_is_accessible(page, live_stack, db_rows):
         response = page.goto(path)
         assert response is not None
         assert response.status == 200, path
+        if name == "staff-operations":
+            sizes = chart_text_px(page)
+            assert len(sizes) == 7, sizes  # one layout of each chart
+            assert min(sizes) >= 12, sizes
         screenshot(page, name)
         check_accessible(page, name)
     assert page.js_errors == []
@@ -267,6 +284,11 @@ def test_chat_and_staff_queue_fit_a_phone(phone_page, browser, live_stack, db_ro
         check_accessible(staff, "phone-staff-approvals")
         staff.goto("/staff/operations/")
         no_sideways_scroll(staff)
+        # The charts' stacked layout: labels as legible as the text around them (the wide one
+        # drew them at about 6px on this screen).
+        sizes = chart_text_px(staff)
+        assert len(sizes) == 7, sizes
+        assert min(sizes) >= 12, sizes
         screenshot(staff, "phone-staff-operations")
         check_accessible(staff, "phone-staff-operations")
         page.a11y.update(staff.a11y)
