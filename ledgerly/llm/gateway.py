@@ -736,7 +736,12 @@ class Gateway:
             sent = _Sent(stream.response.headers, _attempts(stream.response.request))
             for text in stream.text_stream:
                 call.emit(text)
-            return stream.get_final_message(), sent
+            try:
+                return stream.get_final_message(), sent
+            except AssertionError:
+                # The SDK asserts when a 2xx body held no message_start (a proxy answering
+                # JSON, or nothing, to a streamed request): an unreadable response, as below.
+                raise ValueError("the streamed response held no message") from None
 
     def _status_failure(
         self,

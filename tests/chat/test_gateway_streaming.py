@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import httpx2
 import pytest
 
 from ledgerly import llm
+from ledgerly.llm import gateway as gateway_module
 from ledgerly.llm.models import LLMCall
 from tests.llm.conftest import run_ctx, user
 
@@ -102,3 +106,44 @@ def test_a_failing_callback_never_fails_the_call(make_gateway):
 
     assert completion.text
     assert LLMCall.objects.get(run_id="broken-sink").outcome == "ok"
+
+
+class _JsonToStreams(httpx2.BaseTransport):
+    """A broken proxy: answers a streamed request with the plain JSON message."""
+
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        body = json.loads(request.read())
+        if not body.pop("stream", False):
+            return self.inner.handle_request(request)
+        plain = httpx2.Request(
+            request.method, request.url, headers=request.headers, content=json.dumps(body)
+        )
+        answer = self.inner.handle_request(plain)
+        answer.read()
+        return httpx2.Response(
+            200,
+            content=answer.content,
+            headers={"content-type": "text/event-stream"},
+            request=request,
+        )
+
+
+def test_a_streamed_request_answered_without_a_message_is_a_failed_step_not_a_crash(
+    redis_client, simulator, settings
+):
+    settings.LLM_MAX_RETRIES = 1
+    gateway_module.install(gateway_module.Gateway(inner_transport=_JsonToStreams(simulator)))
+    try:
+        with pytest.raises(llm.ModelUnavailable):
+            call("no-message", on_text=lambda text: None)
+    finally:
+        gateway_module.install(None)
+
+    row = LLMCall.objects.get(run_id="no-message")
+    assert (row.outcome, row.error) == (
+        "failed",
+        "unreadable response: ValueError: the streamed response held no message",
+    )

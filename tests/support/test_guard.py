@@ -21,6 +21,7 @@ from billing.models import Charge, Customer, RefundRequest, RefundRequestState
 from ledgerly.llm import prompt_registry
 from ledgerly.llm.models import LLMCall
 from ledgerly.llm.simulator import SimulatorConfig, SimulatorTransport
+from ledgerly.llm.simulator.wire import stream_events
 from memory.models import Message, MessageRole, SemanticCacheEntry
 from support import guard
 from support.models import GuardIntervention, Ticket
@@ -344,8 +345,20 @@ class ScriptedFaqModel(httpx2.BaseTransport):
             "content": [{"type": "text", "text": text}],
             "stop_reason": "end_turn",
             "stop_sequence": None,
-            "usage": {"input_tokens": 200, "output_tokens": 20},
+            "usage": {
+                "input_tokens": 200,
+                "output_tokens": 20,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
         }
+        if body.get("stream"):  # the FAQ lane streams its draft to the chat
+            return httpx2.Response(
+                200,
+                content=b"".join(stream_events(message)),
+                headers={"content-type": "text/event-stream"},
+                request=request,
+            )
         return httpx2.Response(200, json=message, request=request)
 
 
