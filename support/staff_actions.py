@@ -10,6 +10,7 @@ in the views.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 from django.contrib.auth.models import User
 from django.db import transaction
@@ -39,24 +40,43 @@ def _note(note: str, *, required: bool) -> str:
 
 
 # --- refund requests ------------------------------------------------------------------------------
+def _refund_decision(
+    decide: Callable[..., RefundRequest],
+    verb: str,
+    *,
+    refund_request: RefundRequest,
+    actor: User,
+    note: str,
+    via: str,
+    reason_required: bool,
+) -> RefundRequest:
+    cleaned = _note(note, required=reason_required)
+    decided = decide(refund_request=refund_request, actor=actor, note=cleaned)
+    audit_record(
+        actor=actor,
+        action=f"refund_request.{verb}",
+        target=f"refund_request:{decided.pk}",
+        via=via,
+        detail={"amount": str(decided.amount), "currency": decided.currency, "note": cleaned},
+    )
+    return decided
+
+
 @transaction.atomic
 def refund_request_approve(
     *, refund_request: RefundRequest, actor: User, note: str, via: str
 ) -> RefundRequest:
     """Approve (billing checks the decide permission and that the request is still proposed
     and unexpired: a second approval raises RefundRequestStateError and records nothing)."""
-    cleaned = _note(note, required=False)
-    decided = billing_services.refund_request_approve(
-        refund_request=refund_request, actor=actor, note=cleaned
-    )
-    audit_record(
+    return _refund_decision(
+        billing_services.refund_request_approve,
+        "approve",
+        refund_request=refund_request,
         actor=actor,
-        action="refund_request.approve",
-        target=f"refund_request:{decided.pk}",
+        note=note,
         via=via,
-        detail={"amount": str(decided.amount), "currency": decided.currency, "note": cleaned},
+        reason_required=False,
     )
-    return decided
 
 
 @transaction.atomic
@@ -64,18 +84,15 @@ def refund_request_reject(
     *, refund_request: RefundRequest, actor: User, note: str, via: str
 ) -> RefundRequest:
     """Reject with a reason (required: the customer is told it)."""
-    cleaned = _note(note, required=True)
-    decided = billing_services.refund_request_reject(
-        refund_request=refund_request, actor=actor, note=cleaned
-    )
-    audit_record(
+    return _refund_decision(
+        billing_services.refund_request_reject,
+        "reject",
+        refund_request=refund_request,
         actor=actor,
-        action="refund_request.reject",
-        target=f"refund_request:{decided.pk}",
+        note=note,
         via=via,
-        detail={"amount": str(decided.amount), "currency": decided.currency, "note": cleaned},
+        reason_required=True,
     )
-    return decided
 
 
 # --- escalations ----------------------------------------------------------------------------------
