@@ -583,34 +583,18 @@ class Gateway:
             return self._status_failure(call, chain, index, lease, exc, latency)
         except anthropic.APIConnectionError as exc:  # includes timeouts, after the SDK's retries
             lease.release_budget()
-            latency = time.perf_counter() - started
-            if (
-                isinstance(exc, anthropic.APITimeoutError)
-                and time.monotonic() >= deadline - MIN_CALL_SECONDS
-            ):
-                # Cut short by the run's own deadline, not by the model's health: many runs
-                # near their deadlines must not open the breaker for every worker.
-                self._record(
-                    call,
-                    step_tier,
-                    model,
-                    Outcome.DEADLINE,
-                    latency=latency,
-                    attempts=_attempts(exc.request),
-                    error=f"{type(exc).__name__} at the deadline: {exc}",
-                )
-                return None, len(chain)
-            lease.record_failure()
-            self._record(
+            return self._broken_off(
                 call,
-                step_tier,
-                model,
-                Outcome.FAILED,
-                latency=latency,
+                chain,
+                index,
+                lease,
+                latency=time.perf_counter() - started,
                 attempts=_attempts(exc.request),
+                at_deadline=isinstance(exc, anthropic.APITimeoutError)
+                and time.monotonic() >= deadline - MIN_CALL_SECONDS,
                 error=f"{type(exc).__name__}: {exc}",
+                deadline_error=f"{type(exc).__name__} at the deadline: {exc}",
             )
-            return None, index + 1
         except (anthropic.APIResponseValidationError, ValueError) as exc:
             # A 2xx that is not the API's answer (a broken proxy, a cut body): an outage of
             # this model as far as the breaker goes. The provider may have charged for it, so
@@ -634,32 +618,18 @@ class Gateway:
             # one broke off mid-body (connection cut, read timeout). The provider may have
             # charged for what it generated: as for a cut body, the worst case stays reserved.
             lease.keep_spent()
-            latency = time.perf_counter() - started
-            if (
-                isinstance(exc, httpx2.TimeoutException)
-                and time.monotonic() >= deadline - MIN_CALL_SECONDS
-            ):
-                self._record(
-                    call,
-                    step_tier,
-                    model,
-                    Outcome.DEADLINE,
-                    latency=latency,
-                    attempts=_attempts(exc.request if _has_request(exc) else None),
-                    error=f"stream cut at the deadline: {type(exc).__name__}: {exc}",
-                )
-                return None, len(chain)
-            lease.record_failure()
-            self._record(
+            return self._broken_off(
                 call,
-                step_tier,
-                model,
-                Outcome.FAILED,
-                latency=latency,
+                chain,
+                index,
+                lease,
+                latency=time.perf_counter() - started,
                 attempts=_attempts(exc.request if _has_request(exc) else None),
+                at_deadline=isinstance(exc, httpx2.TimeoutException)
+                and time.monotonic() >= deadline - MIN_CALL_SECONDS,
                 error=f"stream cut: {type(exc).__name__}: {exc}",
+                deadline_error=f"stream cut at the deadline: {type(exc).__name__}: {exc}",
             )
-            return None, index + 1
 
         latency = time.perf_counter() - started
         usage = usage_of(message)
@@ -724,6 +694,41 @@ class Gateway:
             ),
             index,
         )
+
+    def _broken_off(
+        self,
+        call: _Call,
+        chain: list[str],
+        index: int,
+        lease: StepLease,
+        *,
+        latency: float,
+        attempts: int,
+        at_deadline: bool,
+        error: str,
+        deadline_error: str,
+    ) -> tuple[Completion | None, int]:
+        """Record a call that broke off (no answer, or a stream cut midway). Cut short by the
+        run's own deadline it ends the chain without counting against the model's health: many
+        runs near their deadlines must not open the breaker for every worker. Otherwise it is
+        a failure of this model and the next step of the chain may serve."""
+        step_tier, model = chain[index], lease.model
+        if at_deadline:
+            self._record(
+                call,
+                step_tier,
+                model,
+                Outcome.DEADLINE,
+                latency=latency,
+                attempts=attempts,
+                error=deadline_error,
+            )
+            return None, len(chain)
+        lease.record_failure()
+        self._record(
+            call, step_tier, model, Outcome.FAILED, latency=latency, attempts=attempts, error=error
+        )
+        return None, index + 1
 
     def _stream(
         self, call: _Call, model: str, timeout: float, headers: dict[str, str]
